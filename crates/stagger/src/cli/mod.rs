@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch to each subcommand.
 
 mod plan;
+mod replay;
 mod tag;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ pub enum Command {
     Tag(tag::TagCommand),
     /// Show when a node upgrades to a release: its timeslot inside the rollout window.
     Plan(plan::PlanArgs),
+    /// Run the rollout engine over a timeline of events and print every decision.
+    Replay(replay::ReplayArgs),
 }
 
 /// An error that carries the process exit code it should end with.
@@ -59,5 +62,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Tag(command) => tag::run(command),
         Command::Plan(args) => plan::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
