@@ -405,7 +405,7 @@ impl Engine {
         let fresh_slot = Pending {
             tag: newest,
             detected_at: at,
-            rollout_at: at + offset.secs,
+            rollout_at: at.saturating_add(offset.secs),
             window_secs,
             cause: Cause::Timeslot,
         };

@@ -13,6 +13,10 @@ use crate::timefmt::{
     format_duration_secs, format_timestamp, parse_duration_secs, parse_timestamp, unix_now,
 };
 
+/// The latest detection time `plan` accepts: 9999-12-31T23:59:59Z, in Unix seconds. Later times
+/// cannot be printed as RFC 3339 and would overflow when a window is added.
+const MAX_DETECTED_AT: u64 = 253_402_300_799;
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Node identity: a 20-byte hex address (with or without 0x) or any other name.
@@ -58,6 +62,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         Some(text) => parse_timestamp(text).context("invalid --detected-at")?,
         None => unix_now(),
     };
+    if detected_at > MAX_DETECTED_AT {
+        anyhow::bail!(
+            "invalid --detected-at {detected_at}: later than {MAX_DETECTED_AT} (the year 9999)"
+        );
+    }
     let strategy = match &args.peers {
         Some(path) => Strategy::Spread {
             peers: read_peer_file(path)?,
