@@ -2,7 +2,14 @@
 //!
 //! The rollout rules themselves live in `stagger-core`; this crate does the I/O around them.
 
+pub mod agent;
+pub mod api;
 pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod executor;
 pub mod peers;
+pub mod source;
 pub mod store;
 pub mod timefmt;

@@ -1,5 +1,7 @@
 //! Command-line definitions and dispatch to each subcommand.
 
+pub mod agent;
+mod ctl;
 mod plan;
 mod replay;
 mod tag;
@@ -29,6 +31,10 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run the rollout engine over a timeline of events and print every decision.
     Replay(replay::ReplayArgs),
+    /// Run the agent: poll for releases and upgrade each service at its timeslot.
+    Agent(agent::AgentArgs),
+    /// Control a running agent: status, upgrade-now, hold, resume.
+    Ctl(ctl::CtlArgs),
 }
 
 /// An error that carries the process exit code it should end with.
@@ -63,5 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tag(command) => tag::run(command),
         Command::Plan(args) => plan::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Ctl(args) => ctl::run(args),
     }
 }

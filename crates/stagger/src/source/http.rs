@@ -1,0 +1,180 @@
+//! HTTP GET with the limits every source request obeys: timeouts, a response size cap, and
+//! retries with exponential backoff and jitter that honour `429 Retry-After`.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::{header, StatusCode};
+use tracing::warn;
+
+use crate::config::RequestLimits;
+use crate::source::SourceError;
+
+/// Longest `Retry-After` the agent waits within one poll, in seconds. A registry asking for more
+/// gets it through the next poll instead.
+const MAX_RETRY_AFTER_SECS: u64 = 60;
+
+/// Builds an HTTP client with the connect and total timeouts of `limits`.
+pub fn client(limits: &RequestLimits) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(limits.connect_timeout)
+        .timeout(limits.timeout)
+        .user_agent(concat!("stagger/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// Fetches `url` and returns its body, retrying connection failures, timeouts, 5xx and 429.
+pub async fn get_with_retries(
+    client: &reqwest::Client,
+    url: &str,
+    limits: &RequestLimits,
+) -> Result<Vec<u8>, SourceError> {
+    let mut attempt = 0;
+    loop {
+        let (error, retry_after) = match get_once(client, url, limits).await {
+            Ok(body) => return Ok(body),
+            Err(failure) => failure,
+        };
+        if !error.retryable || attempt >= limits.retries {
+            return Err(SourceError(error.message));
+        }
+
+        let delay = retry_after.unwrap_or_else(|| backoff(limits.retry_backoff, attempt));
+        attempt += 1;
+        warn!(
+            url,
+            attempt,
+            max_retries = limits.retries,
+            delay_ms = delay.as_millis() as u64,
+            error = %error.message,
+            "source request failed, retrying"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Returns the delay before retry number `attempt` (0-based): `base * 2^attempt`, plus up to
+/// 50 % random jitter so that a fleet does not retry in lockstep.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempt.min(16));
+    let jitter_millis = rand::thread_rng().gen_range(0..=exponential.as_millis() as u64 / 2);
+    exponential + Duration::from_millis(jitter_millis)
+}
+
+struct Failure {
+    message: String,
+    retryable: bool,
+}
+
+async fn get_once(
+    client: &reqwest::Client,
+    url: &str,
+    limits: &RequestLimits,
+) -> Result<Vec<u8>, (Failure, Option<Duration>)> {
+    let response = client.get(url).send().await.map_err(|error| {
+        let message = if error.is_timeout() {
+            format!("GET {url} timed out after {}s", limits.timeout.as_secs())
+        } else if error.is_connect() {
+            format!("GET {url} failed: cannot connect ({})", root_cause(&error))
+        } else {
+            format!("GET {url} failed: {}", root_cause(&error))
+        };
+        (
+            Failure {
+                message,
+                retryable: true,
+            },
+            None,
+        )
+    })?;
+
+    let status = response.status();
+    if !status.is_success() {
+        let retry_after = if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)))
+        } else {
+            None
+        };
+        let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+        return Err((
+            Failure {
+                message: format!("GET {url} answered {status}"),
+                retryable,
+            },
+            retry_after,
+        ));
+    }
+
+    if let Some(length) = response.content_length() {
+        if length > limits.max_response_bytes {
+            return Err((too_large(url, limits), None));
+        }
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| {
+            (
+                Failure {
+                    message: format!(
+                        "GET {url} failed while reading the body: {}",
+                        root_cause(&error)
+                    ),
+                    retryable: true,
+                },
+                None,
+            )
+        })?;
+        if body.len() as u64 + chunk.len() as u64 > limits.max_response_bytes {
+            return Err((too_large(url, limits), None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn too_large(url: &str, limits: &RequestLimits) -> Failure {
+    Failure {
+        message: format!(
+            "GET {url}: response larger than {} bytes; raise source.max_response_bytes if it is legitimate",
+            limits.max_response_bytes
+        ),
+        retryable: false,
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter() {
+        let base = Duration::from_millis(100);
+        for attempt in 0..5 {
+            let delay = backoff(base, attempt);
+            let floor = base * (1 << attempt);
+            assert!(
+                delay >= floor,
+                "attempt {attempt}: {delay:?} below {floor:?}"
+            );
+            assert!(
+                delay <= floor * 3 / 2,
+                "attempt {attempt}: {delay:?} above 1.5 × {floor:?}"
+            );
+        }
+    }
+}
