@@ -1,0 +1,85 @@
+//! Runs the agent in-process on a controlled clock: a 24-hour rollout in milliseconds.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stagger::agent::{Agent, Handle};
+use stagger::clock::TokioClock;
+use stagger::config;
+use stagger_core::{random_offset, NodeId};
+
+const T0: u64 = 1_764_806_400;
+
+fn write_descriptor(path: &Path, tag: &str) {
+    let text = format!(r#"{{"ImageVersions": {{"node": {{"image": "orbsnetwork/node:{tag}"}}}}}}"#);
+    std::fs::write(path, text).unwrap();
+}
+
+fn agent_config(directory: &Path) -> config::AgentConfig {
+    let text = format!(
+        r#"
+node = "node-eu-1"
+state = "{state}"
+interval = "3m"
+splay = "0s"
+[api]
+socket = "{state}/control.sock"
+[source]
+kind = "descriptor"
+path = "{descriptor}"
+[services.node]
+executor = {{ kind = "orchestrator" }}
+"#,
+        state = directory.join("state").display(),
+        descriptor = directory.join("versions.json").display(),
+    );
+    config::parse(&text, &directory.join("agent.toml")).unwrap()
+}
+
+fn current_tag(handle: &Handle) -> Option<String> {
+    let shared = handle.lock();
+    let state = shared.engine.service("node")?;
+    state.current.as_ref().map(|current| current.tag.to_string())
+}
+
+#[tokio::test(start_paused = true)]
+async fn normal_rollout_applies_at_timeslot() {
+    let directory = tempfile::tempdir().unwrap();
+    let descriptor = directory.path().join("versions.json");
+    write_descriptor(&descriptor, "v1.0.0");
+
+    let clock = Arc::new(TokioClock::starting_at(T0 * 1_000));
+    let agent = Agent::new(agent_config(directory.path()), clock).unwrap();
+    let handle = agent.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(current_tag(&handle).as_deref(), Some("v1.0.0"));
+
+    write_descriptor(&descriptor, "v1.1.0");
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    let pending = handle.lock().engine.service("node").unwrap().pending.clone().unwrap();
+    let node = NodeId::parse("node-eu-1").unwrap();
+    assert_eq!(pending.detected_at, T0 + 180, "the change is detected by the second poll");
+    assert_eq!(
+        pending.rollout_at,
+        pending.detected_at + random_offset(&node, pending.detected_at, 86_400)
+    );
+
+    // One second before the timeslot nothing has changed; one second after it has.
+    let until_slot = pending.rollout_at * 1_000 - (T0 * 1_000 + 201_000);
+    tokio::time::sleep(Duration::from_millis(until_slot) - Duration::from_secs(1)).await;
+    assert_eq!(current_tag(&handle).as_deref(), Some("v1.0.0"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(current_tag(&handle).as_deref(), Some("v1.1.0"));
+
+    let applied_at = handle.lock().engine.service("node").unwrap().current.as_ref().unwrap().applied_at;
+    assert_eq!(applied_at, pending.rollout_at);
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
