@@ -2,6 +2,7 @@
 
 mod cli;
 mod peers;
+mod registry;
 mod timefmt;
 
 use std::process::ExitCode;
