@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod executor;
 pub mod peers;
+pub mod registry;
 pub mod source;
 pub mod store;
 pub mod timefmt;
