@@ -40,7 +40,10 @@ executor = {{ kind = "orchestrator" }}
 fn current_tag(handle: &Handle) -> Option<String> {
     let shared = handle.lock();
     let state = shared.engine.service("node")?;
-    state.current.as_ref().map(|current| current.tag.to_string())
+    state
+        .current
+        .as_ref()
+        .map(|current| current.tag.to_string())
 }
 
 #[tokio::test(start_paused = true)]
@@ -62,9 +65,20 @@ async fn normal_rollout_applies_at_timeslot() {
 
     write_descriptor(&descriptor, "v1.1.0");
     tokio::time::sleep(Duration::from_secs(200)).await;
-    let pending = handle.lock().engine.service("node").unwrap().pending.clone().unwrap();
+    let pending = handle
+        .lock()
+        .engine
+        .service("node")
+        .unwrap()
+        .pending
+        .clone()
+        .unwrap();
     let node = NodeId::parse("node-eu-1").unwrap();
-    assert_eq!(pending.detected_at, T0 + 180, "the change is detected by the second poll");
+    assert_eq!(
+        pending.detected_at,
+        T0 + 180,
+        "the change is detected by the second poll"
+    );
     assert_eq!(
         pending.rollout_at,
         pending.detected_at + random_offset(&node, pending.detected_at, 86_400)
@@ -77,7 +91,15 @@ async fn normal_rollout_applies_at_timeslot() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(current_tag(&handle).as_deref(), Some("v1.1.0"));
 
-    let applied_at = handle.lock().engine.service("node").unwrap().current.as_ref().unwrap().applied_at;
+    let applied_at = handle
+        .lock()
+        .engine
+        .service("node")
+        .unwrap()
+        .current
+        .as_ref()
+        .unwrap()
+        .applied_at;
     assert_eq!(applied_at, pending.rollout_at);
 
     stop.send(()).unwrap();

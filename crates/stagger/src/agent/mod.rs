@@ -62,6 +62,9 @@ pub struct ServiceRuntime {
     pub retry_at_millis: Option<u64>,
     /// Listed tags that are not release tags, already reported once.
     pub ignored_tags: BTreeSet<String>,
+    /// The digest the running release's tag was last seen pointing to, when it differs from the
+    /// digest the service runs (the tag was moved after the upgrade); warned about once.
+    pub moved_tag_digest: Option<String>,
 }
 
 /// Counters exported as metrics.
@@ -223,6 +226,7 @@ impl Agent {
                     failures: 0,
                     retry_at_millis: None,
                     ignored_tags: BTreeSet::new(),
+                    moved_tag_digest: None,
                 };
                 (service.name.clone(), runtime)
             })
@@ -315,7 +319,15 @@ impl Agent {
         let detected_at = self.handle.clock.now_secs();
         let config = self.handle.config.clone();
         let results = self.source.poll(&config.services).await;
+        self.record_poll(detected_at, results);
 
+        if self.source.resolves_digests() {
+            self.check_moved_tags().await;
+        }
+    }
+
+    /// Feeds the listings of one poll to the engine and records the outcome.
+    fn record_poll(&self, detected_at: u64, results: crate::source::PollResult) {
         let mut shared = self.handle.lock();
         let mut failures = Vec::new();
         for (name, result) in results {
@@ -375,6 +387,60 @@ impl Agent {
             });
         }
         self.handle.save(&mut shared);
+    }
+
+    /// Warns, once per new digest, when the tag of a running release now points to another
+    /// manifest than the one the service was pinned to. The service keeps running its digest.
+    async fn check_moved_tags(&self) {
+        for (service, tag, pinned) in self.running_pinned_releases() {
+            let resolved = self
+                .source
+                .resolve_digest(None, &service, &tag.to_string())
+                .await;
+            if let Ok(Some(now_points_to)) = resolved {
+                self.note_tag_digest(&service.name, tag, &pinned, now_points_to);
+            }
+        }
+    }
+
+    /// Lists the services whose running release has a pinned digest and a tag still listed.
+    fn running_pinned_releases(&self) -> Vec<(ServiceConfig, ReleaseTag, String)> {
+        let shared = self.handle.lock();
+        shared
+            .engine
+            .state()
+            .services
+            .iter()
+            .filter_map(|(name, state)| {
+                let current = state.current.as_ref()?;
+                let digest = current.digest.clone()?;
+                let runtime = shared.services.get(name)?;
+                let listed = runtime
+                    .listing
+                    .as_ref()
+                    .is_some_and(|listing| listing.tags.contains(&current.tag.to_string()));
+                listed.then(|| (runtime.config.clone(), current.tag, digest))
+            })
+            .collect()
+    }
+
+    fn note_tag_digest(&self, service: &str, tag: ReleaseTag, pinned: &str, now_points_to: String) {
+        let mut shared = self.handle.lock();
+        let Some(runtime) = shared.services.get_mut(service) else {
+            return;
+        };
+        if now_points_to == pinned {
+            runtime.moved_tag_digest = None;
+        } else if runtime.moved_tag_digest.as_deref() != Some(now_points_to.as_str()) {
+            warn!(
+                service,
+                tag = %tag,
+                running_digest = %pinned,
+                tag_digest = %now_points_to,
+                "the running release's tag was moved to another manifest; the service keeps its pinned digest"
+            );
+            runtime.moved_tag_digest = Some(now_points_to);
+        }
     }
 
     /// Applies every due upgrade, one at a time, each through its service's executor.

@@ -85,33 +85,27 @@ async fn run_agent(config: config::AgentConfig, redeploy: bool) -> anyhow::Resul
         let stopped = stopped();
         tokio::spawn(async move { control::serve(&socket, handle, stopped).await })
     };
-    // Give both listeners a moment to fail on a bad address before the loop starts.
-    tokio::task::yield_now().await;
-    for task in [&api_task, &control_task] {
-        if task.is_finished() {
-            break;
-        }
-    }
-
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_sender.send(true);
     });
+    let mut agent_task = tokio::spawn(agent.run(stopped()));
 
-    let agent_task = tokio::spawn(agent.run(stopped()));
+    // The listeners end on their own only when they fail (a busy port, say), or at shutdown.
+    let listeners = async {
+        tokio::select! {
+            result = api_task => result,
+            result = control_task => result,
+        }
+    };
     tokio::select! {
-        result = api_task => {
+        result = &mut agent_task => result?,
+        result = listeners => {
             result??;
-        }
-        result = control_task => {
-            result??;
-        }
-        result = agent_task => {
-            result?;
-            return Ok(());
+            agent_task.await?;
         }
     }
-    anyhow::bail!("the agent stopped unexpectedly")
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -2,6 +2,7 @@
 
 pub mod descriptor;
 pub mod http;
+pub mod registry;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,7 @@ pub type PollResult = BTreeMap<String, Result<Listing, SourceError>>;
 /// A configured source.
 pub enum Source {
     Descriptor(descriptor::DescriptorSource),
+    Registry(Box<registry::RegistrySource>),
 }
 
 impl Source {
@@ -38,9 +40,17 @@ impl Source {
             SourceConfig::Descriptor { location, limits } => Ok(Source::Descriptor(
                 descriptor::DescriptorSource::new(location.clone(), limits.clone())?,
             )),
-            SourceConfig::Registry { .. } => {
-                anyhow::bail!("the registry source is not available in this build")
-            }
+            SourceConfig::Registry {
+                registry,
+                insecure,
+                credentials,
+                limits,
+            } => Ok(Source::Registry(Box::new(registry::RegistrySource::new(
+                registry,
+                *insecure,
+                credentials,
+                limits,
+            )?))),
         }
     }
 
@@ -48,6 +58,7 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Descriptor(source) => source.describe(),
+            Source::Registry(source) => source.describe(),
         }
     }
 
@@ -55,6 +66,7 @@ impl Source {
     pub async fn poll(&self, services: &BTreeMap<String, ServiceConfig>) -> PollResult {
         match self {
             Source::Descriptor(source) => source.poll(services).await,
+            Source::Registry(source) => source.poll(services).await,
         }
     }
 
@@ -63,14 +75,20 @@ impl Source {
     pub async fn resolve_digest(
         &self,
         listing: Option<&Listing>,
-        _service: &ServiceConfig,
+        service: &ServiceConfig,
         tag: &str,
     ) -> Result<Option<String>, SourceError> {
         match self {
             Source::Descriptor(_) => {
                 Ok(listing.and_then(|listing| listing.digests.get(tag).cloned()))
             }
+            Source::Registry(source) => source.resolve_digest(service, tag).await.map(Some),
         }
+    }
+
+    /// Reports whether the source can tell a tag's current digest, to detect moved tags.
+    pub fn resolves_digests(&self) -> bool {
+        matches!(self, Source::Registry(_))
     }
 }
 

@@ -3,4 +3,5 @@
 // Each test file uses only part of the helpers, so the rest would warn as unused there.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod registry;
