@@ -3,6 +3,7 @@
 mod cli;
 mod peers;
 mod registry;
+mod release;
 mod timefmt;
 
 use std::process::ExitCode;

@@ -26,6 +26,8 @@ pub enum Command {
     Tag(tag::TagCommand),
     /// Show when a node upgrades to a release: its timeslot inside the rollout window.
     Plan(plan::PlanArgs),
+    /// Promote a staging build to the production repository under a release tag.
+    Release(crate::release::ReleaseArgs),
 }
 
 /// An error that carries the process exit code it should end with.
@@ -59,5 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Tag(command) => tag::run(command),
         Command::Plan(args) => plan::run(args),
+        Command::Release(args) => crate::release::run(args),
     }
 }

@@ -20,9 +20,12 @@ mod tests;
 
 use std::time::Duration;
 
+#[allow(unused_imports)]
 pub use auth::{docker_config_path, Credentials};
 pub use client::{BlobTransfer, RegistryClient};
+#[allow(unused_imports)]
 pub use error::RegistryError;
+#[allow(unused_imports)]
 pub use manifest::{
     sha256_digest, Descriptor, Manifest, References, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
     OCI_INDEX, OCI_MANIFEST,
