@@ -403,21 +403,27 @@ fn immediate_other_repository_needs_no_force() {
 fn older_or_equal_version_rejected() {
     let registry = TestRegistry::start();
     let image = registry.push_image(STAGING, "experimental");
-    registry.push_image(PRODUCTION, "v1.3.0");
+    registry.push_image(PRODUCTION, "v1.3.0-hotfix");
     registry.push_image(PRODUCTION, "v1.4.0-canary");
     let host = registry.host();
 
-    for (version, plan) in [("v1.2.0", "-s"), ("v1.3.0", "--hotfix")] {
-        let output = release(&["--registry", &host, "--target-tag", version, plan, "-y"]);
+    for version in ["v1.2.0", "v1.3.0"] {
+        let output = release(&["--registry", &host, "--target-tag", version, "-s", "-y"]);
         assert_exit(&output, 3);
         let message = stderr(&output);
-        assert!(message.contains("already has release v1.3.0"), "{message}");
+        assert!(
+            message.contains("already has release v1.3.0-hotfix"),
+            "{message}"
+        );
         assert!(
             message.contains("every main node would ignore"),
             "{message}"
         );
     }
-    assert_eq!(registry.tags(PRODUCTION), ["v1.3.0", "v1.4.0-canary"]);
+    assert_eq!(
+        registry.tags(PRODUCTION),
+        ["v1.3.0-hotfix", "v1.4.0-canary"]
+    );
 
     let output = release(&[
         "--registry",
@@ -430,6 +436,29 @@ fn older_or_equal_version_rejected() {
     ]);
     assert_exit(&output, 0);
     assert_eq!(registry.digest_of(PRODUCTION, "v1.2.0"), Some(image.digest));
+}
+
+#[test]
+fn same_version_more_urgent_allowed() {
+    let registry = TestRegistry::start();
+    let image = registry.push_image(STAGING, "experimental");
+    registry.push_image(PRODUCTION, "v1.3.0");
+    let host = registry.host();
+
+    let output = release(&[
+        "--registry",
+        &host,
+        "--target-tag",
+        "v1.3.0",
+        "--hotfix",
+        "-y",
+    ]);
+
+    assert_exit(&output, 0);
+    assert_eq!(
+        registry.digest_of(PRODUCTION, "v1.3.0-hotfix"),
+        Some(image.digest)
+    );
 }
 
 #[test]

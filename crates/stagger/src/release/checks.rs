@@ -35,17 +35,25 @@ pub fn parse_target_version(tag: &str, from_source: bool) -> Result<Version, Str
 }
 
 /// Finds the existing release that makes `new` pointless: the newest release that nodes of
-/// `new.group` would pick among `existing`, when its version is at least `new.version`.
+/// `new.group` pick among `existing`, when every node would ignore `new` next to it.
 ///
-/// Main nodes consider tags without `-canary` only; canary nodes consider every release tag.
-/// Tags that are not release tags (`latest`, staging builds) are ignored.
+/// Agents never downgrade or reinstall a version, and a tag of the same version changes a
+/// pending upgrade only when it is more urgent. So `new` is ignored when that newest release
+/// has a higher version, or the same version with the same or a higher urgency. A more urgent
+/// tag of the same version (`v1.4.0-hotfix` after `v1.4.0`) is allowed: it speeds up the nodes
+/// still waiting for their timeslot. Main nodes consider tags without `-canary` only, canary
+/// nodes every release tag, and tags that are not release tags (`latest`, staging builds) are
+/// ignored.
 pub fn blocking_release(existing: &[String], new: &ReleaseTag) -> Option<String> {
     let releases: Vec<(ReleaseTag, &String)> = existing
         .iter()
         .filter_map(|text| parse_release_tag(text).ok().map(|tag| (tag, text)))
         .collect();
     let newest = select_newest(releases.iter().map(|(tag, _)| tag), new.group)?;
-    if newest.version < new.version {
+
+    let ignored = newest.version > new.version
+        || (newest.version == new.version && newest.urgency >= new.urgency);
+    if !ignored {
         return None;
     }
     releases
@@ -122,6 +130,19 @@ mod tests {
         );
         assert_eq!(
             blocking_release(&existing, &release("v1.2.0-immediate")).as_deref(),
+            Some("v1.3.1-hotfix")
+        );
+    }
+
+    #[test]
+    fn blocking_release_allows_escalation() {
+        let existing = tags(&["v1.3.0", "v1.3.1-hotfix"]);
+        assert_eq!(
+            blocking_release(&existing, &release("v1.3.1-immediate")),
+            None
+        );
+        assert_eq!(
+            blocking_release(&existing, &release("v1.3.1-hotfix")).as_deref(),
             Some("v1.3.1-hotfix")
         );
     }

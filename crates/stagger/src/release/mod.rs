@@ -134,8 +134,8 @@ pub struct ReleaseArgs {
     #[arg(short = 'y', long)]
     yes: bool,
 
-    /// Override the safety checks: an older or equal version, an existing tag with another
-    /// digest, --canary outside the canary repositories, --immediate with --yes.
+    /// Override the safety checks: a release every node would ignore, an existing tag with
+    /// another digest, --canary outside the canary repositories, --immediate with --yes.
     #[arg(long)]
     force: bool,
 
@@ -377,9 +377,10 @@ fn check_target(
         .collect();
     if let Some(blocking) = blocking_release(&others, release) {
         let message = format!(
-            "{} already has release {blocking}, whose version is not older than {}: every {} \
-             node would ignore {release}; publish a higher version, or pass --force",
-            target.repository, release.version, release.group
+            "{} already has release {blocking}, which is as new as {release} or newer: every {} \
+             node would ignore {release}; publish a higher version (or the same version with a \
+             more urgent plan), or pass --force",
+            target.repository, release.group
         );
         if args.force {
             eprintln!("warning: --force: {message}");
