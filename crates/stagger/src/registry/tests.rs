@@ -232,6 +232,29 @@ fn stopped_registry_then_back() {
     assert_eq!(tags, ["v1.0.0"]);
 }
 
+#[test]
+fn connection_retried_until_registry_back() {
+    let mut registry = TestRegistry::start();
+    registry.push_image("org/node", "v1.0.0");
+    let mut config = RegistryConfig::new(registry.host());
+    config.insecure = true;
+    config.retry_base_delay = Duration::from_millis(200);
+    config.retry_max_delay = Duration::from_millis(800);
+    config.max_retries = 8;
+    let client = RegistryClient::new(config).unwrap();
+
+    registry.stop();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        registry.restart();
+        registry
+    });
+    let tags = runtime().block_on(client.list_tags("org/node"));
+    let _registry = restarter.join().unwrap();
+
+    assert_eq!(tags.unwrap(), ["v1.0.0"]);
+}
+
 /// Serves every request with `handler` on a loopback port and returns `127.0.0.1:PORT`.
 async fn spawn_mock<F>(handler: F) -> String
 where
