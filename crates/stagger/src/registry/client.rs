@@ -832,18 +832,44 @@ impl RegistryClient {
             query.push(("scope", extra));
         }
 
-        let mut request = self
-            .http
-            .get(&endpoint.realm)
-            .query(&query)
-            .timeout(self.config.request_timeout);
-        if let Credentials::Basic { username, password } = &self.config.credentials {
-            request = request.basic_auth(username, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| token_error(describe(&error)))?;
+        let build = || {
+            let request = self
+                .http
+                .get(&endpoint.realm)
+                .query(&query)
+                .timeout(self.config.request_timeout);
+            match &self.config.credentials {
+                Credentials::Basic { username, password } => {
+                    request.basic_auth(username, Some(password))
+                }
+                Credentials::Anonymous => request,
+            }
+        };
+
+        // The token endpoint is often a different service from the registry, so it gets the
+        // same retries for transport errors and 5xx.
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let failure = match build().send().await {
+                Ok(response) if !response.status().is_server_error() => break response,
+                Ok(response) => format!("HTTP {}", response.status().as_u16()),
+                Err(error) => describe(&error),
+            };
+            if attempt > self.config.max_retries {
+                return Err(token_error(failure));
+            }
+            let delay = self.backoff(attempt);
+            tracing::warn!(
+                registry = %self.host,
+                realm = %endpoint.realm,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                reason = %failure,
+                "retrying token request"
+            );
+            tokio::time::sleep(delay).await;
+        };
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthorized {

@@ -345,6 +345,40 @@ async fn bearer_token_fetched_once_per_scope() {
 }
 
 #[tokio::test]
+async fn token_request_retried() {
+    let token_requests = Arc::new(AtomicUsize::new(0));
+    let counter = token_requests.clone();
+    let host_cell = Arc::new(std::sync::OnceLock::<String>::new());
+    let host_for_handler = host_cell.clone();
+    let host = spawn_mock(move |request| {
+        if request.uri().path() == "/token" {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                return respond(StatusCode::BAD_GATEWAY, &[], "");
+            }
+            return respond(StatusCode::OK, &[], r#"{"access_token":"tok-2"}"#);
+        }
+        if header(request.headers(), "authorization") != "Bearer tok-2" {
+            let realm = format!(
+                r#"Bearer realm="http://{}/token",service="mock""#,
+                host_for_handler.get().unwrap()
+            );
+            return respond(
+                StatusCode::UNAUTHORIZED,
+                &[("WWW-Authenticate", &realm)],
+                "",
+            );
+        }
+        respond(StatusCode::OK, &[], r#"{"tags":["v3.0.0"]}"#)
+    })
+    .await;
+    host_cell.set(host.clone()).unwrap();
+
+    let client = loopback_client(&host);
+    assert_eq!(client.list_tags("org/node").await.unwrap(), ["v3.0.0"]);
+    assert_eq!(token_requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn bearer_token_rejected_hides_password() {
     let host_cell = Arc::new(std::sync::OnceLock::<String>::new());
     let host_for_handler = host_cell.clone();
