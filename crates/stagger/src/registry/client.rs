@@ -70,7 +70,7 @@ impl std::fmt::Debug for CachedToken {
     }
 }
 
-/// How a blob reached the target repository.
+/// The way a blob reached the target repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobTransfer {
     /// The target repository already had it.
@@ -82,7 +82,7 @@ pub enum BlobTransfer {
 }
 
 /// What one request is for: the object named in errors and logs, the token scopes it needs, and
-/// the permission named when the registry answers 403.
+/// the permission named when the registry returns 403.
 struct Call {
     object: String,
     scopes: Vec<String>,
@@ -633,7 +633,7 @@ impl RegistryClient {
     }
 
     /// Sends one request, retrying transport errors, 5xx and 429 (when `retry` is set) and
-    /// answering one `401` challenge by authenticating.
+    /// authenticating once after a `401` challenge.
     async fn send(
         &self,
         call: &Call,

@@ -91,7 +91,7 @@ async fn copy_blobs(
             )
             .await
             .with_context(|| format!("failed to copy blob {}", blob.digest))?;
-        let how = match transfer {
+        let outcome = match transfer {
             BlobTransfer::Present => {
                 summary.blobs_present += 1;
                 "already present"
@@ -105,7 +105,7 @@ async fn copy_blobs(
                 "uploaded"
             }
         };
-        eprintln!("blob {} ({} bytes): {how}", blob.digest, blob.size);
+        eprintln!("blob {} ({} bytes): {outcome}", blob.digest, blob.size);
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub const TEST_PASSWORD: &str = "stagger-test-password";
 /// authentication reads. Made with `perl -e 'print crypt("stagger-test-password", "$2a$05$...")'`.
 const TEST_PASSWORD_BCRYPT: &str = "$2a$05$stAggerTestSaltSaltSaec6l/tnYtMRdHt5EsAVW9pO7xQhM50O6";
 
-/// How long to wait for a started registry to answer `GET /v2/`, in seconds.
+/// Maximum wait for a started registry to return 200 on `GET /v2/`, in seconds.
 const STARTUP_TIMEOUT_SECS: u64 = 15;
 
 /// A running (or stopped) `docker-registry serve` process on `127.0.0.1:port`.
@@ -90,7 +90,8 @@ pub struct RealisticRepository {
 }
 
 impl TestRegistry {
-    /// Starts a registry on a free loopback port with empty storage and waits until it answers.
+    /// Starts a registry on a free loopback port with empty storage and waits until it
+    /// responds.
     ///
     /// Panics when `docker-registry` is not installed or does not come up.
     pub fn start() -> TestRegistry {
