@@ -991,6 +991,8 @@ impl RegistryClient {
     }
 
     /// Makes a `Location` or `Link` target absolute, rejecting targets on another registry.
+    // NOTE: registries that put upload sessions on another host (a storage front end) are
+    // rejected here, because this client sends its credentials to its own registry only.
     fn resolve_url(&self, call: &Call, target: &str) -> Result<String, RegistryError> {
         if target.starts_with('/') {
             return Ok(format!("{}{target}", self.base_url));

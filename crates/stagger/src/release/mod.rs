@@ -166,80 +166,11 @@ impl Side {
 pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     init_logging();
 
-    let target_tag_text = args.target_tag.clone().unwrap_or_else(|| args.tag.clone());
-    let version = parse_target_version(&target_tag_text, args.target_tag.is_none())
-        .map_err(|message| ExitError::new(EXIT_USAGE, message))?;
-    let target_repo = args
-        .target_repo
-        .clone()
-        .unwrap_or_else(|| args.repo.clone());
-
-    if args.canary && !args.canary_repos.contains(&target_repo) && !args.force {
-        return Err(ExitError::new(
-            EXIT_REJECTED,
-            format!(
-                "--canary is for repositories whose nodes run canary releases ({}), not \
-                 \"{target_repo}\": add it with --canary-repos, or pass --force",
-                args.canary_repos.join(", ")
-            ),
-        )
-        .into());
-    }
-
-    let interactive = prompt::stdin_is_terminal();
-    let urgency = choose_urgency(&args, interactive)?;
-    let group = if args.canary {
-        Group::Canary
-    } else {
-        Group::Main
-    };
-    let release = ReleaseTag::new(version, group, urgency);
-
-    let consensus_risk = urgency == Urgency::Immediate && is_consensus_critical(&target_repo);
-    if consensus_risk && args.yes && !args.force {
-        return Err(ExitError::new(
-            EXIT_REJECTED,
-            format!(
-                "--immediate restarts every \"{target_repo}\" node at once, which can stall or \
-                 fork consensus; --yes alone does not confirm that: pass --force as well, or \
-                 run without --yes to confirm at the prompt"
-            ),
-        )
-        .into());
-    }
-    if !args.yes && !args.dry_run && !interactive {
-        return Err(ExitError::new(
-            EXIT_USAGE,
-            "confirmation required but standard input is not a terminal: pass --yes",
-        )
-        .into());
-    }
-
-    let source_host = args.registry.clone();
-    let target_host = args
-        .target_registry
-        .clone()
-        .unwrap_or_else(|| source_host.clone());
-    let source_client = build_client(
-        &source_host,
-        args.insecure,
-        source_credentials(&args, &source_host)?,
-    )?;
-    let target_client = build_client(
-        &target_host,
-        args.insecure,
-        target_credentials(&args, &source_host, &target_host)?,
-    )?;
-    let source = Side {
-        host: source_client.host().to_string(),
-        repository: join_repository(&args.org, &args.repo),
-        tag: args.tag.clone(),
-    };
-    let target = Side {
-        host: target_client.host().to_string(),
-        repository: join_repository(&args.target_org, &target_repo),
-        tag: release.to_string(),
-    };
+    let planned = plan_release(&args)?;
+    let release = planned.release;
+    let consensus_risk = planned.consensus_risk;
+    let (source_client, source, target_client, target) =
+        open_registries(&args, &planned.target_repo, &release)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -289,6 +220,109 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     );
     println!("{}@{digest}", target.reference());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The release decided from the command line alone, before any registry is contacted.
+struct PlannedRelease {
+    release: ReleaseTag,
+    /// Target repository name, without the namespace.
+    target_repo: String,
+    /// The release is immediate for a repository whose simultaneous restart can fork consensus.
+    consensus_risk: bool,
+}
+
+/// Applies every check that needs no registry: the target tag, `--canary`, the plan, and the
+/// confirmations that `--yes` or a terminal must provide.
+fn plan_release(args: &ReleaseArgs) -> anyhow::Result<PlannedRelease> {
+    let target_tag_text = args.target_tag.clone().unwrap_or_else(|| args.tag.clone());
+    let version = parse_target_version(&target_tag_text, args.target_tag.is_none())
+        .map_err(|message| ExitError::new(EXIT_USAGE, message))?;
+    let target_repo = args
+        .target_repo
+        .clone()
+        .unwrap_or_else(|| args.repo.clone());
+
+    if args.canary && !args.canary_repos.contains(&target_repo) && !args.force {
+        return Err(ExitError::new(
+            EXIT_REJECTED,
+            format!(
+                "--canary is for repositories whose nodes run canary releases ({}), not \
+                 \"{target_repo}\": add it with --canary-repos, or pass --force",
+                args.canary_repos.join(", ")
+            ),
+        )
+        .into());
+    }
+
+    let interactive = prompt::stdin_is_terminal();
+    let urgency = choose_urgency(args, interactive)?;
+    let group = if args.canary {
+        Group::Canary
+    } else {
+        Group::Main
+    };
+    let release = ReleaseTag::new(version, group, urgency);
+
+    let consensus_risk = urgency == Urgency::Immediate && is_consensus_critical(&target_repo);
+    if consensus_risk && args.yes && !args.force {
+        return Err(ExitError::new(
+            EXIT_REJECTED,
+            format!(
+                "--immediate restarts every \"{target_repo}\" node at once, which can stall or \
+                 fork consensus; --yes alone does not confirm that: pass --force as well, or \
+                 run without --yes to confirm at the prompt"
+            ),
+        )
+        .into());
+    }
+    if !args.yes && !args.dry_run && !interactive {
+        return Err(ExitError::new(
+            EXIT_USAGE,
+            "confirmation required but standard input is not a terminal: pass --yes",
+        )
+        .into());
+    }
+
+    Ok(PlannedRelease {
+        release,
+        target_repo,
+        consensus_risk,
+    })
+}
+
+/// Builds the clients of both registries with their credentials, and the names on each side.
+fn open_registries(
+    args: &ReleaseArgs,
+    target_repo: &str,
+    release: &ReleaseTag,
+) -> anyhow::Result<(RegistryClient, Side, RegistryClient, Side)> {
+    let source_host = args.registry.clone();
+    let target_host = args
+        .target_registry
+        .clone()
+        .unwrap_or_else(|| source_host.clone());
+    let source_client = build_client(
+        &source_host,
+        args.insecure,
+        source_credentials(args, &source_host)?,
+    )?;
+    let target_client = build_client(
+        &target_host,
+        args.insecure,
+        target_credentials(args, &source_host, &target_host)?,
+    )?;
+    let source = Side {
+        host: source_client.host().to_string(),
+        repository: join_repository(&args.org, &args.repo),
+        tag: args.tag.clone(),
+    };
+    let target = Side {
+        host: target_client.host().to_string(),
+        repository: join_repository(&args.target_org, target_repo),
+        tag: release.to_string(),
+    };
+
+    Ok((source_client, source, target_client, target))
 }
 
 /// The state of both registries before anything is pushed.
