@@ -11,6 +11,7 @@ pub mod control;
 pub mod executor;
 pub mod peers;
 pub mod registry;
+pub mod release;
 pub mod source;
 pub mod store;
 pub mod timefmt;

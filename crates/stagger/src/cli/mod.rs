@@ -35,6 +35,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Control a running agent: status, upgrade-now, hold, resume.
     Ctl(ctl::CtlArgs),
+    /// Promote a staging build to the production repository under a release tag.
+    Release(crate::release::ReleaseArgs),
 }
 
 /// An error that carries the process exit code it should end with.
@@ -71,5 +73,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Release(args) => crate::release::run(args),
     }
 }

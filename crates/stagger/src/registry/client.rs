@@ -70,7 +70,7 @@ impl std::fmt::Debug for CachedToken {
     }
 }
 
-/// How a blob reached the target repository.
+/// The way a blob reached the target repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobTransfer {
     /// The target repository already had it.
@@ -82,7 +82,7 @@ pub enum BlobTransfer {
 }
 
 /// What one request is for: the object named in errors and logs, the token scopes it needs, and
-/// the permission named when the registry answers 403.
+/// the permission named when the registry returns 403.
 struct Call {
     object: String,
     scopes: Vec<String>,
@@ -633,7 +633,7 @@ impl RegistryClient {
     }
 
     /// Sends one request, retrying transport errors, 5xx and 429 (when `retry` is set) and
-    /// answering one `401` challenge by authenticating.
+    /// authenticating once after a `401` challenge.
     async fn send(
         &self,
         call: &Call,
@@ -832,18 +832,44 @@ impl RegistryClient {
             query.push(("scope", extra));
         }
 
-        let mut request = self
-            .http
-            .get(&endpoint.realm)
-            .query(&query)
-            .timeout(self.config.request_timeout);
-        if let Credentials::Basic { username, password } = &self.config.credentials {
-            request = request.basic_auth(username, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| token_error(describe(&error)))?;
+        let build = || {
+            let request = self
+                .http
+                .get(&endpoint.realm)
+                .query(&query)
+                .timeout(self.config.request_timeout);
+            match &self.config.credentials {
+                Credentials::Basic { username, password } => {
+                    request.basic_auth(username, Some(password))
+                }
+                Credentials::Anonymous => request,
+            }
+        };
+
+        // The token endpoint is often a different service from the registry, so it gets the
+        // same retries for transport errors and 5xx.
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let failure = match build().send().await {
+                Ok(response) if !response.status().is_server_error() => break response,
+                Ok(response) => format!("HTTP {}", response.status().as_u16()),
+                Err(error) => describe(&error),
+            };
+            if attempt > self.config.max_retries {
+                return Err(token_error(failure));
+            }
+            let delay = self.backoff(attempt);
+            tracing::warn!(
+                registry = %self.host,
+                realm = %endpoint.realm,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                reason = %failure,
+                "retrying token request"
+            );
+            tokio::time::sleep(delay).await;
+        };
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthorized {
@@ -965,6 +991,8 @@ impl RegistryClient {
     }
 
     /// Makes a `Location` or `Link` target absolute, rejecting targets on another registry.
+    // NOTE: registries that put upload sessions on another host (a storage front end) are
+    // rejected here, because this client sends its credentials to its own registry only.
     fn resolve_url(&self, call: &Call, target: &str) -> Result<String, RegistryError> {
         if target.starts_with('/') {
             return Ok(format!("{}{target}", self.base_url));

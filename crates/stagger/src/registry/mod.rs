@@ -3,7 +3,7 @@
 //! The client talks to one registry (`HOST[:PORT]`) over HTTPS, or plain HTTP when `insecure` is
 //! set, and handles anonymous access, bearer tokens (`WWW-Authenticate: Bearer`) and basic
 //! authentication. It retries connection failures, timeouts and 5xx responses with exponential
-//! backoff and jitter, waits out `429` responses as `Retry-After` says, and caps every response
+//! backoff and jitter, waits out `429` responses for the `Retry-After` delay, and caps every response
 //! body it buffers.
 
 // Part of this API serves the agent and the tests, not yet the release command.
@@ -20,9 +20,12 @@ mod tests;
 
 use std::time::Duration;
 
+#[allow(unused_imports)]
 pub use auth::{docker_config_path, Credentials};
 pub use client::{BlobTransfer, RegistryClient};
+#[allow(unused_imports)]
 pub use error::RegistryError;
+#[allow(unused_imports)]
 pub use manifest::{
     sha256_digest, Descriptor, Manifest, References, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
     OCI_INDEX, OCI_MANIFEST,

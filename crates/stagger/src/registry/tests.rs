@@ -232,6 +232,29 @@ fn stopped_registry_then_back() {
     assert_eq!(tags, ["v1.0.0"]);
 }
 
+#[test]
+fn connection_retried_until_registry_back() {
+    let mut registry = TestRegistry::start();
+    registry.push_image("org/node", "v1.0.0");
+    let mut config = RegistryConfig::new(registry.host());
+    config.insecure = true;
+    config.retry_base_delay = Duration::from_millis(200);
+    config.retry_max_delay = Duration::from_millis(800);
+    config.max_retries = 8;
+    let client = RegistryClient::new(config).unwrap();
+
+    registry.stop();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        registry.restart();
+        registry
+    });
+    let tags = runtime().block_on(client.list_tags("org/node"));
+    let _registry = restarter.join().unwrap();
+
+    assert_eq!(tags.unwrap(), ["v1.0.0"]);
+}
+
 /// Serves every request with `handler` on a loopback port and returns `127.0.0.1:PORT`.
 async fn spawn_mock<F>(handler: F) -> String
 where
@@ -319,6 +342,40 @@ async fn bearer_token_fetched_once_per_scope() {
     assert_eq!(client.list_tags("org/node").await.unwrap(), ["v1.0.0"]);
     assert_eq!(client.list_tags("org/node").await.unwrap(), ["v1.0.0"]);
     assert_eq!(token_requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn token_request_retried() {
+    let token_requests = Arc::new(AtomicUsize::new(0));
+    let counter = token_requests.clone();
+    let host_cell = Arc::new(std::sync::OnceLock::<String>::new());
+    let host_for_handler = host_cell.clone();
+    let host = spawn_mock(move |request| {
+        if request.uri().path() == "/token" {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                return respond(StatusCode::BAD_GATEWAY, &[], "");
+            }
+            return respond(StatusCode::OK, &[], r#"{"access_token":"tok-2"}"#);
+        }
+        if header(request.headers(), "authorization") != "Bearer tok-2" {
+            let realm = format!(
+                r#"Bearer realm="http://{}/token",service="mock""#,
+                host_for_handler.get().unwrap()
+            );
+            return respond(
+                StatusCode::UNAUTHORIZED,
+                &[("WWW-Authenticate", &realm)],
+                "",
+            );
+        }
+        respond(StatusCode::OK, &[], r#"{"tags":["v3.0.0"]}"#)
+    })
+    .await;
+    host_cell.set(host.clone()).unwrap();
+
+    let client = loopback_client(&host);
+    assert_eq!(client.list_tags("org/node").await.unwrap(), ["v3.0.0"]);
+    assert_eq!(token_requests.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
-use reqwest::blocking::Client;
-use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -29,7 +29,15 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// How long to wait for a started registry to answer `GET /v2/`, in seconds.
+/// User name accepted by [`TestRegistry::start_with_basic_auth`].
+pub const TEST_USERNAME: &str = "release-bot";
+/// Password accepted by [`TestRegistry::start_with_basic_auth`].
+pub const TEST_PASSWORD: &str = "stagger-test-password";
+/// bcrypt hash of [`TEST_PASSWORD`] (cost 5), the only hash format docker-registry's htpasswd
+/// authentication reads. Made with `perl -e 'print crypt("stagger-test-password", "$2a$05$...")'`.
+const TEST_PASSWORD_BCRYPT: &str = "$2a$05$stAggerTestSaltSaltSaec6l/tnYtMRdHt5EsAVW9pO7xQhM50O6";
+
+/// Maximum wait for a started registry to return 200 on `GET /v2/`, in seconds.
 const STARTUP_TIMEOUT_SECS: u64 = 15;
 
 /// A running (or stopped) `docker-registry serve` process on `127.0.0.1:port`.
@@ -38,6 +46,8 @@ pub struct TestRegistry {
     storage: tempfile::TempDir,
     child: Option<Child>,
     http: Client,
+    /// Whether the registry requires [`TEST_USERNAME`] and [`TEST_PASSWORD`].
+    basic_auth: bool,
 }
 
 /// An image pushed by [`TestRegistry::push_image`].
@@ -80,10 +90,21 @@ pub struct RealisticRepository {
 }
 
 impl TestRegistry {
-    /// Starts a registry on a free loopback port with empty storage and waits until it answers.
+    /// Starts a registry on a free loopback port with empty storage and waits until it
+    /// responds.
     ///
     /// Panics when `docker-registry` is not installed or does not come up.
     pub fn start() -> TestRegistry {
+        TestRegistry::start_with(false)
+    }
+
+    /// Starts a registry that requires HTTP basic authentication with [`TEST_USERNAME`] and
+    /// [`TEST_PASSWORD`] on every request. The helper methods send them too.
+    pub fn start_with_basic_auth() -> TestRegistry {
+        TestRegistry::start_with(true)
+    }
+
+    fn start_with(basic_auth: bool) -> TestRegistry {
         let storage = tempfile::tempdir().expect("failed to create a temporary directory");
         let port = free_port();
         let http = Client::builder()
@@ -95,6 +116,7 @@ impl TestRegistry {
             storage,
             child: None,
             http,
+            basic_auth,
         };
         registry.write_config();
         registry.spawn();
@@ -193,8 +215,7 @@ impl TestRegistry {
             .unwrap_or_else(|| panic!("cannot delete {repository}:{tag}: it does not exist"));
         let url = format!("{}/v2/{repository}/manifests/{digest}", self.url());
         let response = self
-            .http
-            .delete(&url)
+            .request(Method::DELETE, &url)
             .send()
             .expect("DELETE manifest failed");
         assert_eq!(
@@ -208,7 +229,10 @@ impl TestRegistry {
     /// Lists every tag of `repository`, sorted; empty when the repository does not exist.
     pub fn tags(&self, repository: &str) -> Vec<String> {
         let url = format!("{}/v2/{repository}/tags/list?n=100000", self.url());
-        let response = self.http.get(&url).send().expect("GET tag list failed");
+        let response = self
+            .request(Method::GET, &url)
+            .send()
+            .expect("GET tag list failed");
         if response.status() == StatusCode::NOT_FOUND {
             return Vec::new();
         }
@@ -241,8 +265,7 @@ impl TestRegistry {
     pub fn manifest(&self, repository: &str, reference: &str) -> Option<(Vec<u8>, String)> {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.url());
         let response = self
-            .http
-            .get(&url)
+            .request(Method::GET, &url)
             .header("Accept", MANIFEST_ACCEPT)
             .send()
             .expect("GET manifest failed");
@@ -262,7 +285,10 @@ impl TestRegistry {
     /// Reports whether `repository` has the blob `digest`.
     pub fn has_blob(&self, repository: &str, digest: &str) -> bool {
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.url());
-        let response = self.http.head(&url).send().expect("HEAD blob failed");
+        let response = self
+            .request(Method::HEAD, &url)
+            .send()
+            .expect("HEAD blob failed");
         response.status() == StatusCode::OK
     }
 
@@ -379,8 +405,7 @@ impl TestRegistry {
         let digest = sha256_digest(bytes);
         let url = format!("{}/v2/{repository}/blobs/uploads/", self.url());
         let response = self
-            .http
-            .post(&url)
+            .request(Method::POST, &url)
             .send()
             .expect("POST blob upload failed");
         assert_eq!(
@@ -401,8 +426,7 @@ impl TestRegistry {
         };
         let separator = if location.contains('?') { '&' } else { '?' };
         let response = self
-            .http
-            .put(format!("{location}{separator}digest={digest}"))
+            .request(Method::PUT, format!("{location}{separator}digest={digest}"))
             .header("Content-Type", "application/octet-stream")
             .body(bytes.to_vec())
             .send()
@@ -426,8 +450,7 @@ impl TestRegistry {
     ) -> String {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.url());
         let response = self
-            .http
-            .put(&url)
+            .request(Method::PUT, &url)
             .header("Content-Type", media_type)
             .body(bytes.to_vec())
             .send()
@@ -441,10 +464,20 @@ impl TestRegistry {
         sha256_digest(bytes)
     }
 
+    /// Starts a request to this registry, with the test credentials when it requires them.
+    fn request(&self, method: Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        let request = self.http.request(method, url);
+        if self.basic_auth {
+            request.basic_auth(TEST_USERNAME, Some(TEST_PASSWORD))
+        } else {
+            request
+        }
+    }
+
     fn write_config(&self) {
         let data = self.storage.path().join("data");
         fs::create_dir_all(&data).expect("failed to create the storage directory");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\n\
              log:\n  level: warn\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
@@ -452,6 +485,18 @@ impl TestRegistry {
             data.display(),
             self.port
         );
+        if self.basic_auth {
+            let htpasswd = self.storage.path().join("htpasswd");
+            fs::write(
+                &htpasswd,
+                format!("{TEST_USERNAME}:{TEST_PASSWORD_BCRYPT}\n"),
+            )
+            .expect("failed to write the htpasswd file");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: stagger-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
         fs::write(self.config_path(), config).expect("failed to write the registry config");
     }
 
@@ -480,7 +525,11 @@ impl TestRegistry {
         let deadline = Instant::now() + Duration::from_secs(STARTUP_TIMEOUT_SECS);
         let url = format!("{}/v2/", self.url());
         loop {
-            if let Ok(response) = self.http.get(&url).timeout(Duration::from_secs(1)).send() {
+            if let Ok(response) = self
+                .request(Method::GET, &url)
+                .timeout(Duration::from_secs(1))
+                .send()
+            {
                 if response.status() == StatusCode::OK {
                     return;
                 }
