@@ -48,6 +48,29 @@ fn wait_for_tag(agent: &AgentProcess, tag: &str, timeout: Duration) {
     });
 }
 
+/// Waits for the decision that scheduled or rescheduled `tag` and returns its log event, whose
+/// `at` is the detection time and `rollout_at_unix` the timeslot. Reading the log instead of
+/// `/status` works even when a short window puts the timeslot at the detection time itself.
+fn wait_for_decision(agent: &AgentProcess, tag: &str) -> Value {
+    agent.wait_until(
+        &format!("a decision schedules {tag}"),
+        Duration::from_secs(15),
+        |agent| !scheduling_events(agent, tag).is_empty(),
+    );
+    scheduling_events(agent, tag).pop().unwrap()
+}
+
+fn scheduling_events(agent: &AgentProcess, tag: &str) -> Vec<Value> {
+    agent
+        .log_events("decision")
+        .into_iter()
+        .filter(|event| {
+            event["tag"] == tag
+                && (event["action"] == "schedule" || event["action"] == "reschedule")
+        })
+        .collect()
+}
+
 fn wait_for_pending(agent: &AgentProcess, tag: &str) -> Value {
     agent.wait_until(
         &format!("{tag} is pending"),
@@ -105,9 +128,9 @@ fn hotfix_applies_at_planned_timeslot() {
     wait_for_tag(&agent, "v1.3.2-immediate", Duration::from_secs(20));
 
     registry.push_image(REPOSITORY, "v1.4.0-hotfix");
-    let pending = wait_for_pending(&agent, "v1.4.0-hotfix");
-    let detected_at = pending["detected_at"].as_u64().unwrap();
-    let rollout_at = pending["rollout_at"].as_u64().unwrap();
+    let decision = wait_for_decision(&agent, "v1.4.0-hotfix");
+    let detected_at = decision["at"].as_u64().unwrap();
+    let rollout_at = decision["rollout_at_unix"].as_u64().unwrap();
     let planned = plan("v1.4.0-hotfix", detected_at, "20s", "4s");
     assert_eq!(planned["rollout_at"], rollout_at);
 
@@ -145,11 +168,12 @@ fn newer_release_supersedes_then_hotfix_escalates() {
     assert_eq!(superseded["detected_at"], first["detected_at"]);
 
     registry.push_image(REPOSITORY, "v1.2.0-hotfix");
-    let escalated = wait_for_pending(&agent, "v1.2.0-hotfix");
-    let detected_at = escalated["detected_at"].as_u64().unwrap();
+    let escalated = wait_for_decision(&agent, "v1.2.0-hotfix");
+    assert_eq!(escalated["reason"], "escalated");
+    let detected_at = escalated["at"].as_u64().unwrap();
     let planned = plan("v1.2.0-hotfix", detected_at, NEVER, "4s");
-    assert_eq!(escalated["rollout_at"], planned["rollout_at"]);
-    assert!(escalated["rollout_at"].as_u64() < first["rollout_at"].as_u64());
+    assert_eq!(escalated["rollout_at_unix"], planned["rollout_at"]);
+    assert!(escalated["rollout_at_unix"].as_u64() < first["rollout_at"].as_u64());
 
     wait_for_tag(&agent, "v1.2.0-hotfix", Duration::from_secs(15));
     let reasons: Vec<Value> = agent

@@ -697,7 +697,9 @@ fn log_decision(decision: &Decision) {
         service = %decision.service,
         action = decision.action.as_str(),
         tag = %decision.tag,
+        at = decision.at,
         rollout_at = rollout_at.as_deref().unwrap_or("-"),
+        rollout_at_unix = decision.rollout_at,
         reason = reason.unwrap_or("-"),
         previous_tag = previous.as_deref().unwrap_or("-"),
         "decision"
