@@ -2,6 +2,7 @@
 
 mod cli;
 mod peers;
+mod simulate;
 mod timefmt;
 
 use std::process::ExitCode;

@@ -26,6 +26,8 @@ pub enum Command {
     Tag(tag::TagCommand),
     /// Show when a node upgrades to a release: its timeslot inside the rollout window.
     Plan(plan::PlanArgs),
+    /// Estimate by Monte Carlo simulation how likely a rollout is to lose quorum.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// An error that carries the process exit code it should end with.
@@ -59,5 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Tag(command) => tag::run(command),
         Command::Plan(args) => plan::run(args),
+        Command::Simulate(args) => crate::simulate::run(args),
     }
 }
