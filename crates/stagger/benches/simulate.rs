@@ -1,0 +1,120 @@
+//! Benchmark of the `stagger simulate` model: node timeslots per second next to raw SHA-256.
+//!
+//! Full run, 1000 nodes × 100 000 trials per strategy:
+//! `cargo bench -p stagger --bench simulate`.
+//! Short run for CI, 1000 nodes × 1000 trials: add `-- --short` or set `STAGGER_BENCH_SHORT=1`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+// The binary crate has no library target, so the bench compiles the model file on its own.
+#[allow(dead_code)]
+#[path = "../src/simulate/model.rs"]
+mod model;
+
+use model::{run_trials, Scenario, SimStrategy};
+
+/// Nodes in the benchmarked network.
+const NODES: u32 = 1_000;
+
+/// Trials of the full and the short run.
+const FULL_TRIALS: u64 = 100_000;
+const SHORT_TRIALS: u64 = 1_000;
+
+/// Single-block SHA-256 calls per thread of the full and the short run.
+const FULL_HASHES: u64 = 20_000_000;
+const SHORT_HASHES: u64 = 500_000;
+
+fn main() {
+    let short = std::env::args().any(|argument| argument == "--short")
+        || std::env::var_os("STAGGER_BENCH_SHORT").is_some_and(|value| value != "0");
+    let (trials, hashes) = if short {
+        (SHORT_TRIALS, SHORT_HASHES)
+    } else {
+        (FULL_TRIALS, FULL_HASHES)
+    };
+    let threads = rayon::current_num_threads();
+    println!(
+        "{} run on {threads} rayon threads",
+        if short { "short" } else { "full" }
+    );
+
+    let single_rate = sha256_rate(1, hashes);
+    let parallel_rate = sha256_rate(threads, hashes);
+    println!(
+        "sha256, 40-byte input (one block): {} per second on 1 thread, {} on {threads}",
+        millions(single_rate),
+        millions(parallel_rate)
+    );
+
+    for strategy in [SimStrategy::Random, SimStrategy::Spread] {
+        let rate = simulator_rate(strategy, trials);
+        println!(
+            "simulate {} nodes x {trials} trials, {}: {} node timeslots per second, \
+             {:.2} SHA-256 blocks' time each",
+            NODES,
+            strategy.name(),
+            millions(rate),
+            parallel_rate / rate
+        );
+    }
+}
+
+/// Returns node timeslots per second for one scenario with 1000 nodes and a 24-hour window.
+fn simulator_rate(strategy: SimStrategy, trials: u64) -> f64 {
+    let scenario = Scenario {
+        nodes: NODES,
+        window_secs: 86_400,
+        downtime_secs: 300,
+        downtime_jitter_secs: 60,
+        poll_interval_secs: 300,
+        tolerated_down: 333,
+        strategy,
+        seed: 1,
+    };
+
+    let started = Instant::now();
+    let outcomes = run_trials(&scenario, trials, &|_| {});
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let lost = outcomes
+        .iter()
+        .filter(|outcome| outcome.max_down > scenario.tolerated_down)
+        .count();
+    black_box(lost);
+    (trials * u64::from(NODES)) as f64 / elapsed
+}
+
+/// Returns SHA-256 digests of 40-byte inputs per second on `threads` threads together.
+fn sha256_rate(threads: usize, hashes_per_thread: u64) -> f64 {
+    let started = Instant::now();
+    let checksum: u64 = (0..threads)
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|thread| hash_loop(thread as u64, hashes_per_thread))
+        .reduce(|| 0, u64::wrapping_add);
+    let elapsed = started.elapsed().as_secs_f64();
+
+    black_box(checksum);
+    (threads as u64 * hashes_per_thread) as f64 / elapsed
+}
+
+/// Hashes `count` distinct 40-byte inputs and folds the digests into a checksum.
+fn hash_loop(thread: u64, count: u64) -> u64 {
+    let mut input = [0u8; 40];
+    input[..8].copy_from_slice(&thread.to_be_bytes());
+    let mut checksum = 0u64;
+    for index in 0..count {
+        input[32..].copy_from_slice(&index.to_be_bytes());
+        let digest = Sha256::digest(black_box(&input));
+        checksum = checksum.wrapping_add(u64::from(digest[0]));
+    }
+    checksum
+}
+
+fn millions(rate: f64) -> String {
+    format!("{:.2} M", rate / 1e6)
+}
