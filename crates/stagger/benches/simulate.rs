@@ -53,9 +53,8 @@ fn main() {
     for strategy in [SimStrategy::Random, SimStrategy::Spread] {
         let rate = simulator_rate(strategy, trials);
         println!(
-            "simulate {} nodes x {trials} trials, {}: {} node timeslots per second, \
-             {:.2} SHA-256 blocks' time each",
-            NODES,
+            "simulate {NODES} nodes x {trials} trials, {}: {} node timeslots per second; \
+             one timeslot takes as long as {:.1} single-block SHA-256 on the same threads",
             strategy.name(),
             millions(rate),
             parallel_rate / rate
