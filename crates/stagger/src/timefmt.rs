@@ -30,9 +30,7 @@ pub fn parse_timestamp(text: &str) -> anyhow::Result<u64> {
     }
 
     let parsed = OffsetDateTime::parse(trimmed, &Rfc3339).with_context(|| {
-        format!(
-            "invalid timestamp \"{text}\": use RFC 3339 (2025-12-04T00:00:00Z) or Unix seconds"
-        )
+        format!("invalid timestamp \"{text}\": use RFC 3339 (2025-12-04T00:00:00Z) or Unix seconds")
     })?;
     let unix = parsed.unix_timestamp();
     if unix < 0 {
@@ -80,8 +78,14 @@ mod tests {
     #[test]
     fn timestamp_forms() {
         assert_eq!(parse_timestamp("1764806400").unwrap(), 1_764_806_400);
-        assert_eq!(parse_timestamp("2025-12-04T00:00:00Z").unwrap(), 1_764_806_400);
-        assert_eq!(parse_timestamp("2025-12-04T02:00:00+02:00").unwrap(), 1_764_806_400);
+        assert_eq!(
+            parse_timestamp("2025-12-04T00:00:00Z").unwrap(),
+            1_764_806_400
+        );
+        assert_eq!(
+            parse_timestamp("2025-12-04T02:00:00+02:00").unwrap(),
+            1_764_806_400
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     if offset.fell_back {
         eprintln!(
             "warning: node {node} is not in the peer list {}; using the random strategy",
-            args.peers.as_ref().map_or(String::new(), |p| p.display().to_string())
+            args.peers
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
         );
     }
     let strategy_name = if offset.fell_back {
@@ -106,7 +108,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     println!("group:       {}", tag.group);
     println!("urgency:     {}", tag.urgency);
     println!("strategy:    {strategy_name}");
-    println!("detected at: {} ({detected_at})", format_timestamp(detected_at));
+    println!(
+        "detected at: {} ({detected_at})",
+        format_timestamp(detected_at)
+    );
     println!("window:      {window_text}");
     println!(
         "rollout at:  {} ({rollout_at}), {} after detection",
