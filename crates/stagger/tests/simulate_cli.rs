@@ -128,7 +128,7 @@ fn plot_rejects_other_extension() {
     simulate()
         .args(["--nodes", "7", "--trials", "10", "--plot", "rollout.pdf"])
         .assert()
-        .failure()
+        .code(2)
         .stderr(contains("invalid --plot rollout.pdf"))
         .stderr(contains(".svg or .png"));
 }
@@ -159,7 +159,7 @@ fn errors_name_value_and_fix() {
         simulate()
             .args(arguments)
             .assert()
-            .failure()
+            .code(2)
             .stderr(contains(expected));
     }
 }

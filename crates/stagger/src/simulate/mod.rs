@@ -13,10 +13,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use stagger_core::timeslot::{DEFAULT_HOTFIX_WINDOW_SECS, DEFAULT_NORMAL_WINDOW_SECS};
 
+use crate::cli::ExitError;
 use crate::timefmt::parse_duration_secs;
 use model::{run_trials, trial_timeline, Scenario, SimStrategy};
 use plot::{plot_format, write_plot, PlotInput};
 use report::{format_text, summarise};
+
+/// Exit status for invalid arguments, the same that clap uses for its own usage errors.
+const USAGE_EXIT_CODE: u8 = 2;
 
 /// Minimum number of node timeslots (nodes × trials) for which a progress bar is shown.
 const PROGRESS_MIN_TIMESLOTS: u64 = 10_000_000;
@@ -27,7 +31,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N")]
     nodes: u32,
 
-    /// Rollout window, as a duration such as 24h or 90m. Overrides --urgency.
+    /// Rollout window, as a duration such as 24h or 90m, in place of --urgency.
     #[arg(long, value_name = "DURATION", conflicts_with = "urgency")]
     window: Option<String>,
 
@@ -59,11 +63,12 @@ pub struct SimulateArgs {
     )]
     quorum: String,
 
-    /// Number of nodes that may be down at once before quorum is lost. Overrides --quorum.
+    /// Number of nodes that may be down at once without losing quorum, in place of --quorum.
     #[arg(long, value_name = "K")]
     max_down: Option<u32>,
 
-    /// Timeslot strategy of every node.
+    /// Timeslot strategy of every node: random (hash of the identity and the detection time) or
+    /// spread (evenly spaced over all nodes).
     #[arg(long, value_enum, default_value = "random")]
     strategy: StrategyArg,
 
@@ -71,7 +76,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "T", default_value_t = 100_000)]
     trials: u64,
 
-    /// Seed of the random generator; the same seed gives the same result on any thread count.
+    /// Seed of the random generator. A seed gives the same result on any number of threads.
     #[arg(long, value_name = "S", default_value_t = 1)]
     seed: u64,
 
@@ -96,11 +101,12 @@ enum StrategyArg {
     Spread,
 }
 
-/// Runs `stagger simulate`.
+/// Runs `stagger simulate`; invalid arguments end it with exit status 2.
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let (scenario, quorum_text) = scenario_from_args(&args)?;
+    let usage_error = |error: anyhow::Error| ExitError::new(USAGE_EXIT_CODE, format!("{error:#}"));
+    let (scenario, quorum_text) = scenario_from_args(&args).map_err(usage_error)?;
     let plot_target = match &args.plot {
-        Some(path) => Some((path.clone(), plot_format(path)?)),
+        Some(path) => Some((path.clone(), plot_format(path).map_err(usage_error)?)),
         None => None,
     };
 
