@@ -175,6 +175,9 @@ fn draw_restarts(scenario: &Scenario, trial: u64) -> Vec<Restart> {
 }
 
 /// Creates the random generator of one trial from the seed and the trial index alone.
+///
+/// NOTE: `StdRng` is ChaCha12 in rand 0.8, but rand may change its algorithm in a new version, so
+/// a seed reproduces a result only with the rand version pinned in Cargo.lock.
 fn trial_rng(seed: u64, trial: u64) -> StdRng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
