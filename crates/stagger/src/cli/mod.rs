@@ -37,6 +37,8 @@ pub enum Command {
     Ctl(ctl::CtlArgs),
     /// Promote a staging build to the production repository under a release tag.
     Release(crate::release::ReleaseArgs),
+    /// Estimate by Monte Carlo simulation how likely a rollout is to lose quorum.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// An error that carries the process exit code it should end with.
@@ -74,5 +76,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Release(args) => crate::release::run(args),
+        Command::Simulate(args) => crate::simulate::run(args),
     }
 }

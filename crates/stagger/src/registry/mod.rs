@@ -6,9 +6,6 @@
 //! backoff and jitter, waits out `429` responses for the `Retry-After` delay, and caps every response
 //! body it buffers.
 
-// Part of this API serves the agent and the tests, not yet the release command.
-#![allow(dead_code)]
-
 mod auth;
 mod client;
 mod error;
@@ -20,12 +17,9 @@ mod tests;
 
 use std::time::Duration;
 
-#[allow(unused_imports)]
 pub use auth::{docker_config_path, Credentials};
 pub use client::{BlobTransfer, RegistryClient};
-#[allow(unused_imports)]
 pub use error::RegistryError;
-#[allow(unused_imports)]
 pub use manifest::{
     sha256_digest, Descriptor, Manifest, References, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
     OCI_INDEX, OCI_MANIFEST,
