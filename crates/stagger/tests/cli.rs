@@ -334,3 +334,37 @@ fn replay_unknown_field_is_error() {
         .code(1)
         .stderr(contains("unknown field `untill`"));
 }
+
+#[test]
+fn shipped_configs_are_valid() {
+    for path in ["examples/agent.toml", "dist/agent.toml"] {
+        stagger()
+            .args(["agent", "--check", "--config"])
+            .arg(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(path),
+            )
+            .assert()
+            .success()
+            .stdout(contains("is valid"));
+    }
+}
+
+#[test]
+fn agent_check_names_bad_key() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        "node = \"n\"\ninterval = \"0s\"\n[source]\nkind = \"descriptor\"\npath = \"v.json\"\n\
+         [services.a]\nexecutor = { kind = \"orchestrator\" }\n",
+    )
+    .unwrap();
+    stagger()
+        .args(["agent", "--check", "--config"])
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stderr(contains("invalid interval \"0s\": it must be at least 1s"));
+}

@@ -1,5 +1,6 @@
 //! `stagger agent`: the long-running process on each node.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,6 +29,10 @@ pub struct AgentArgs {
     #[arg(long)]
     redeploy: bool,
 
+    /// Validate the configuration, print a summary and exit without starting the agent.
+    #[arg(long)]
+    check: bool,
+
     /// Log format on standard error.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -45,8 +50,12 @@ enum LogFormat {
 
 /// Runs `stagger agent` until SIGTERM or SIGINT.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format, &args.log_level)?;
     let config = config::load(&args.config)?;
+    if args.check {
+        print_summary(&config);
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(args.log_format, &args.log_level)?;
 
     // One thread is plenty for a process that sleeps between polls, and keeps it small.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -108,6 +117,34 @@ async fn run_agent(config: config::AgentConfig, redeploy: bool) -> anyhow::Resul
     Ok(())
 }
 
+fn print_summary(config: &config::AgentConfig) {
+    println!("configuration {} is valid", config.path.display());
+    println!("node:     {}", config.node);
+    println!("strategy: {}", config.strategy.name());
+    println!(
+        "windows:  normal {}s, hotfix {}s",
+        config.windows.normal_secs, config.windows.hotfix_secs
+    );
+    println!(
+        "polls:    every {}s plus up to {}s",
+        config.interval.as_secs(),
+        config.splay.as_secs()
+    );
+    println!("state:    {}", config.state_file().display());
+    println!("api:      http://{}", config.listen);
+    println!("control:  {}", config.socket.display());
+    for service in config.services.values() {
+        let executor = match &service.executor {
+            config::ExecutorConfig::Hook { command, .. } => format!("hook {command:?}"),
+            config::ExecutorConfig::Orchestrator => "orchestrator".to_string(),
+        };
+        println!(
+            "service:  {} [{}] image {}, {executor}",
+            service.name, service.group, service.image
+        );
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = match signal(SignalKind::terminate()) {
@@ -133,6 +170,7 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
