@@ -17,23 +17,7 @@ fn write_descriptor(path: &Path, tag: &str) {
 }
 
 fn agent_config(directory: &Path) -> config::AgentConfig {
-    let text = format!(
-        r#"
-node = "node-eu-1"
-state = "{state}"
-interval = "3m"
-splay = "0s"
-[api]
-socket = "{state}/control.sock"
-[source]
-kind = "descriptor"
-path = "{descriptor}"
-[services.node]
-executor = {{ kind = "orchestrator" }}
-"#,
-        state = directory.join("state").display(),
-        descriptor = directory.join("versions.json").display(),
-    );
+    let text = std::fs::read_to_string(write_config(directory)).unwrap();
     config::parse(&text, &directory.join("agent.toml")).unwrap()
 }
 
@@ -104,4 +88,79 @@ async fn normal_rollout_applies_at_timeslot() {
 
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn spread_strategy_uses_peer_rank() {
+    let directory = tempfile::tempdir().unwrap();
+    let descriptor = directory.path().join("versions.json");
+    write_descriptor(&descriptor, "v1.0.0");
+
+    let peers = ["node-eu-1", "node-eu-2", "node-us-1", "node-us-2"];
+    let text = format!(
+        "strategy = \"spread\"\npeers = {peers:?}\n{}",
+        std::fs::read_to_string(write_config(directory.path())).unwrap()
+    );
+    let config = config::parse(&text, &directory.path().join("agent.toml")).unwrap();
+
+    let clock = Arc::new(TokioClock::starting_at(T0 * 1_000));
+    let agent = Agent::new(config, clock).unwrap();
+    let handle = agent.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    write_descriptor(&descriptor, "v1.1.0");
+    tokio::time::sleep(Duration::from_secs(200)).await;
+
+    let pending = handle
+        .lock()
+        .engine
+        .service("node")
+        .unwrap()
+        .pending
+        .clone()
+        .unwrap();
+    let peer_ids: Vec<NodeId> = peers
+        .iter()
+        .map(|peer| NodeId::parse(peer).unwrap())
+        .collect();
+    let node = NodeId::parse("node-eu-1").unwrap();
+    let offset =
+        stagger_core::spread_offset(&node, &peer_ids, pending.tag.version, 86_400).unwrap();
+    assert_eq!(pending.rollout_at, pending.detected_at + offset);
+    assert_eq!(
+        offset % 21_600,
+        0,
+        "four peers split a day into 6-hour slots"
+    );
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// Writes the config of `agent_config` to a file and returns its path.
+fn write_config(directory: &Path) -> std::path::PathBuf {
+    let path = directory.join("base.toml");
+    let text = format!(
+        r#"
+node = "node-eu-1"
+state = "{state}"
+interval = "3m"
+splay = "0s"
+[api]
+socket = "{state}/control.sock"
+[source]
+kind = "descriptor"
+path = "{descriptor}"
+[services.node]
+executor = {{ kind = "orchestrator" }}
+"#,
+        state = directory.join("state").display(),
+        descriptor = directory.join("versions.json").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }

@@ -498,3 +498,36 @@ fn redeploy_flag_applies_newest_at_start() {
     wait_for_tag(&agent, "v1.1.0", Duration::from_secs(15));
     assert_eq!(hook_runs(work.path()).pop().unwrap().reason, "redeploy");
 }
+
+#[test]
+fn moved_tag_is_reported_once() {
+    let registry = TestRegistry::start();
+    let original = registry.push_image(REPOSITORY, "v1.0.0");
+    let work = tempfile::tempdir().unwrap();
+    let hook = recording_hook(work.path());
+    let agent = AgentProcess::start(&config(&registry, NEVER, NEVER, &hook));
+    wait_for_tag(&agent, "v1.0.0", Duration::from_secs(20));
+
+    let moved = registry.push_image(REPOSITORY, "v1.0.0");
+    let message = "the running release's tag was moved to another manifest; the service keeps its pinned digest";
+    agent.wait_until(
+        "the moved tag is reported",
+        Duration::from_secs(10),
+        |agent| !agent.log_events(message).is_empty(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    let warnings = agent.log_events(message);
+    assert_eq!(warnings.len(), 1, "reported once, not at every poll");
+    assert_eq!(warnings[0]["running_digest"], original.digest.as_str());
+    assert_eq!(warnings[0]["tag_digest"], moved.digest.as_str());
+    assert_eq!(
+        agent.service("node")["current"]["digest"],
+        original.digest.as_str()
+    );
+    assert_eq!(
+        hook_runs(work.path()).len(),
+        1,
+        "a moved tag triggers no upgrade"
+    );
+}

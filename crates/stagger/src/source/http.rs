@@ -159,7 +159,129 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use axum::routing::get;
+    use axum::Router;
+
     use super::*;
+
+    /// Serves test routes on a loopback port; returns the base URL and the request counter.
+    async fn serve() -> (String, Arc<AtomicU32>) {
+        let hits = Arc::new(AtomicU32::new(0));
+        let app = Router::new()
+            .route(
+                "/busy-once",
+                get(|State(hits): State<Arc<AtomicU32>>| async move {
+                    if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let mut headers = HeaderMap::new();
+                        headers.insert("retry-after", "1".parse().unwrap());
+                        (StatusCode::TOO_MANY_REQUESTS, headers, "slow down")
+                    } else {
+                        (StatusCode::OK, HeaderMap::new(), "ok")
+                    }
+                }),
+            )
+            .route(
+                "/large",
+                get(|State(hits): State<Arc<AtomicU32>>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    "x".repeat(2_000)
+                }),
+            )
+            .route(
+                "/broken",
+                get(|State(hits): State<Arc<AtomicU32>>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }),
+            )
+            .route(
+                "/missing",
+                get(|State(hits): State<Arc<AtomicU32>>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::NOT_FOUND
+                }),
+            )
+            .with_state(hits.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}"), hits)
+    }
+
+    fn limits() -> RequestLimits {
+        RequestLimits {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1_000,
+            retries: 2,
+            retry_backoff: Duration::from_millis(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_after_429_then_success() {
+        let (base, hits) = serve().await;
+        let limits = limits();
+        let body = get_with_retries(
+            &client(&limits).unwrap(),
+            &format!("{base}/busy-once"),
+            &limits,
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, b"ok");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_rejected_once() {
+        let (base, hits) = serve().await;
+        let limits = limits();
+        let error = get_with_retries(&client(&limits).unwrap(), &format!("{base}/large"), &limits)
+            .await
+            .unwrap_err();
+        assert!(
+            error.0.contains("response larger than 1000 bytes"),
+            "{}",
+            error.0
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn server_error_is_retried() {
+        let (base, hits) = serve().await;
+        let limits = limits();
+        let error = get_with_retries(
+            &client(&limits).unwrap(),
+            &format!("{base}/broken"),
+            &limits,
+        )
+        .await
+        .unwrap_err();
+        assert!(error.0.contains("500 Internal Server Error"), "{}", error.0);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn not_found_is_not_retried() {
+        let (base, hits) = serve().await;
+        let limits = limits();
+        let error = get_with_retries(
+            &client(&limits).unwrap(),
+            &format!("{base}/missing"),
+            &limits,
+        )
+        .await
+        .unwrap_err();
+        assert!(error.0.contains("404 Not Found"), "{}", error.0);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn backoff_doubles_with_bounded_jitter() {
