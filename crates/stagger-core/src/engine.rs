@@ -65,6 +65,16 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// Returns the pending upgrade unless a hold blocks it. A hold blocks every pending upgrade
+    /// but one started by a manual redeploy of the held service.
+    pub fn applicable_pending(&self) -> Option<&Pending> {
+        let pending = self.pending.as_ref()?;
+        if self.held && pending.cause != Cause::Redeploy {
+            return None;
+        }
+        Some(pending)
+    }
+
     /// Creates the state of a service that has never been observed.
     pub fn new(group: Group) -> Self {
         ServiceState {
@@ -479,9 +489,8 @@ impl Engine {
             .services
             .iter()
             .filter_map(|(name, state)| {
-                let pending = state.pending.as_ref()?;
-                let blocked_by_hold = state.held && pending.cause != Cause::Redeploy;
-                if pending.rollout_at > now || blocked_by_hold {
+                let pending = state.applicable_pending()?;
+                if pending.rollout_at > now {
                     return None;
                 }
                 Some(DueUpgrade {
@@ -507,13 +516,8 @@ impl Engine {
         self.state
             .services
             .values()
-            .filter_map(|state| {
-                let pending = state.pending.as_ref()?;
-                if state.held && pending.cause != Cause::Redeploy {
-                    return None;
-                }
-                Some(pending.rollout_at)
-            })
+            .filter_map(|state| state.applicable_pending())
+            .map(|pending| pending.rollout_at)
             .min()
     }
 

@@ -21,6 +21,24 @@ fn agent_config(directory: &Path) -> config::AgentConfig {
     config::parse(&text, &directory.join("agent.toml")).unwrap()
 }
 
+/// Starts the agent on a clock reading `T0` now; send on the returned channel to stop it.
+fn start_agent(
+    config: config::AgentConfig,
+) -> (
+    Handle,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let clock = Arc::new(TokioClock::starting_at(T0 * 1_000));
+    let agent = Agent::new(config, clock).unwrap();
+    let handle = agent.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+    (handle, stop, task)
+}
+
 fn current_tag(handle: &Handle) -> Option<String> {
     let shared = handle.lock();
     let state = shared.engine.service("node")?;
@@ -36,13 +54,7 @@ async fn normal_rollout_applies_at_timeslot() {
     let descriptor = directory.path().join("versions.json");
     write_descriptor(&descriptor, "v1.0.0");
 
-    let clock = Arc::new(TokioClock::starting_at(T0 * 1_000));
-    let agent = Agent::new(agent_config(directory.path()), clock).unwrap();
-    let handle = agent.handle();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(agent.run(async {
-        let _ = stopped.await;
-    }));
+    let (handle, stop, task) = start_agent(agent_config(directory.path()));
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(current_tag(&handle).as_deref(), Some("v1.0.0"));
@@ -103,13 +115,7 @@ async fn spread_strategy_uses_peer_rank() {
     );
     let config = config::parse(&text, &directory.path().join("agent.toml")).unwrap();
 
-    let clock = Arc::new(TokioClock::starting_at(T0 * 1_000));
-    let agent = Agent::new(config, clock).unwrap();
-    let handle = agent.handle();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(agent.run(async {
-        let _ = stopped.await;
-    }));
+    let (handle, stop, task) = start_agent(config);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     write_descriptor(&descriptor, "v1.1.0");

@@ -595,10 +595,7 @@ impl Agent {
             .services
             .iter()
             .filter_map(|(name, state)| {
-                let pending = state.pending.as_ref()?;
-                if state.held && pending.cause != Cause::Redeploy {
-                    return None;
-                }
+                let pending = state.applicable_pending()?;
                 let slot = pending.rollout_at.saturating_mul(1_000);
                 let retry = shared
                     .services
