@@ -1,6 +1,6 @@
 //! The rollout engine: per-service decisions from observations and the passage of time.
 //!
-//! The engine is pure. The caller feeds it successful observations (`observe`), asks which pending
+//! The engine is pure. The caller feeds it successful observations (`observe`), queries which pending
 //! upgrades are due (`due`), carries them out, and reports each success (`complete`). Every change
 //! of plan comes back as a [`Decision`] that the caller logs or prints.
 
@@ -88,7 +88,7 @@ impl ServiceState {
     }
 }
 
-/// What the engine decided.
+/// The kind of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -123,7 +123,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// Why the engine decided what it did.
+/// The reason for a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {

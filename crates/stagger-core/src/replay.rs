@@ -1,7 +1,7 @@
 //! Replay of a timeline of events through the engine, applying every upgrade at its timeslot.
 //!
-//! The agent carries upgrades out through an executor that may fail; a replay assumes every
-//! upgrade succeeds at the moment it is due, which is what the rollout rules alone decide.
+//! The agent carries upgrades out through an executor that may fail. A replay assumes every
+//! upgrade succeeds at the moment it is due, because that is what the rollout rules alone decide.
 
 use std::collections::BTreeMap;
 

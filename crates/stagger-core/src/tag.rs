@@ -75,7 +75,7 @@ impl FromStr for Group {
     }
 }
 
-/// How fast a release rolls out. The order is the order of urgency: `Normal < Hotfix < Immediate`.
+/// The urgency of a release, which sets its rollout window. Ordered `Normal < Hotfix < Immediate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Urgency {

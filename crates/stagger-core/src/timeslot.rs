@@ -176,7 +176,7 @@ pub fn spread_offset(
     Some(offset as u64)
 }
 
-/// How a node picks its offset into a rollout window.
+/// The strategy a node uses to pick its offset into a rollout window.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Strategy {

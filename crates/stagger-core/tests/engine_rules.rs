@@ -35,7 +35,7 @@ fn engine() -> Engine {
     engine
 }
 
-/// An engine whose "signer" already runs `current`.
+/// Creates an engine whose "signer" already runs `current`.
 fn engine_running(current: &str) -> Engine {
     let mut engine = engine();
     engine

@@ -1,7 +1,7 @@
 //! The agent's TOML configuration: parsed into input structs, then validated into `AgentConfig`.
 //!
 //! Every key is documented in docs/configuration.md with its unit and default. Validation errors
-//! name the key and say how to fix it.
+//! name the key and the fix.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -175,7 +175,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Where releases are published.
+/// The source the releases are listed from.
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// A JSON deployment descriptor at a file path or an http(s) URL.
@@ -192,7 +192,7 @@ pub enum SourceConfig {
     },
 }
 
-/// Where the descriptor is read from.
+/// The location of a descriptor.
 #[derive(Debug, Clone)]
 pub enum DescriptorLocation {
     File(PathBuf),
@@ -209,7 +209,7 @@ pub struct ServiceConfig {
     pub executor: ExecutorConfig,
 }
 
-/// How a service's upgrade is carried out.
+/// The executor that carries out a service's upgrades.
 #[derive(Debug, Clone)]
 pub enum ExecutorConfig {
     /// Run a command (argv, no shell) and wait for exit status 0.

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::agent::{status, Handle};
 
-/// Longest request line accepted, in bytes.
+/// Maximum length of a request line, in bytes.
 const MAX_REQUEST_BYTES: u64 = 4_096;
 
 /// A control request.
@@ -27,8 +27,8 @@ pub enum Request {
 
 /// Binds the control socket at `path` with mode 0600 and serves requests until `shutdown`.
 ///
-/// A socket file left by a stopped agent is replaced; one that still answers belongs to a
-/// running agent and is an error.
+/// A socket file left by a stopped agent is replaced. A socket that accepts connections belongs
+/// to a running agent, which is an error.
 pub async fn serve(
     path: &Path,
     handle: Handle,

@@ -26,8 +26,8 @@ use crate::source::{Listing, Source};
 use crate::store::{self, Loaded};
 use crate::timefmt::format_timestamp;
 
-/// Longest the loop sleeps without looking at the clock again, in milliseconds, so that a wall
-/// clock that jumps (NTP, suspend) delays nothing by more than this.
+/// Maximum time the loop sleeps before it reads the clock again, in milliseconds. A wall clock
+/// that jumps (NTP, suspend) therefore delays nothing by more than this.
 const MAX_SLEEP_MILLIS: u64 = 30_000;
 
 /// The outcome of the last poll of one service.
@@ -48,7 +48,7 @@ pub struct ExecutorRecord {
     pub duration_millis: u64,
 }
 
-/// What the agent knows about one service beyond the engine's state. Not persisted.
+/// Runtime data of one service beyond the engine's state. Not persisted.
 #[derive(Debug, Clone)]
 pub struct ServiceRuntime {
     pub config: ServiceConfig,
@@ -62,8 +62,8 @@ pub struct ServiceRuntime {
     pub retry_at_millis: Option<u64>,
     /// Listed tags that are not release tags, already reported once.
     pub ignored_tags: BTreeSet<String>,
-    /// The digest the running release's tag was last seen pointing to, when it differs from the
-    /// digest the service runs (the tag was moved after the upgrade); warned about once.
+    /// The digest the running release's tag now points to, when the tag was moved after the
+    /// upgrade. The agent warns once per new digest.
     pub moved_tag_digest: Option<String>,
 }
 
@@ -254,7 +254,7 @@ impl Agent {
         })
     }
 
-    /// Makes the agent redeploy every service after its first poll, as `--redeploy` asks.
+    /// Makes the agent redeploy every service after its first poll, as `--redeploy` requests.
     pub fn redeploy_on_start(mut self, redeploy: bool) -> Self {
         self.redeploy_on_start = redeploy;
         self

@@ -22,7 +22,7 @@ pub struct CtlArgs {
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
 
-    /// Print the agent's JSON answer instead of a summary.
+    /// Print the agent's JSON response instead of a summary.
     #[arg(long)]
     json: bool,
 

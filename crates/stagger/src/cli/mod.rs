@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand};
 
 /// Gradual, coordinator-free rollout of releases across the nodes of a validator network.
 ///
-/// Every node upgrades at its own pseudo-random timeslot inside a rollout window (24 h for a
-/// normal release, 1 h for a hotfix, none for an immediate one), computed from its identity and
-/// the time it detected the release, so the network never restarts all at once.
+/// Every node upgrades at its own pseudo-random timeslot inside a rollout window: 24 h for a
+/// normal release, 1 h for a hotfix, none for an immediate one. The timeslot comes from the
+/// node's identity and the time it detected the release, so the network never restarts at once.
 #[derive(Debug, Parser)]
 #[command(name = "stagger", version, max_term_width = 100)]
 pub struct Cli {

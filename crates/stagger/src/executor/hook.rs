@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::executor::{ApplyFuture, Executor, ExecutorError, Upgrade};
 
-/// Longest hook output line logged, in bytes; longer lines are cut.
+/// Maximum length of a logged hook output line, in bytes. Longer lines are cut.
 const MAX_LOGGED_LINE_BYTES: usize = 2_048;
 
 /// Runs a command for each upgrade; exit status 0 means done.

@@ -104,7 +104,7 @@ async fn get_once(
         let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
         return Err((
             Failure {
-                message: format!("GET {url} answered {status}"),
+                message: format!("GET {url} failed with status {status}"),
                 retryable,
             },
             retry_after,

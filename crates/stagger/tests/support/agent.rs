@@ -143,7 +143,7 @@ impl AgentProcess {
         self.directory.path().join(name)
     }
 
-    /// GETs `path` from the API; `None` when it does not answer 200.
+    /// GETs `path` from the API. Returns `None` unless the response is 200.
     pub fn try_get(&self, path: &str) -> Option<String> {
         let url = format!("http://127.0.0.1:{}{path}", self.api_port);
         let response = self.http.get(url).send().ok()?;
