@@ -86,10 +86,18 @@ fn decode_address(text: &str) -> Option<Vec<u8>> {
 
     let mut bytes = Vec::with_capacity(20);
     for pair in hex.as_bytes().chunks(2) {
-        let pair = std::str::from_utf8(pair).ok()?;
-        bytes.push(u8::from_str_radix(pair, 16).ok()?);
+        bytes.push((hex_value(pair[0])? << 4) | hex_value(pair[1])?);
     }
     Some(bytes)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// The rollout windows of the two urgencies that have one, in seconds.
