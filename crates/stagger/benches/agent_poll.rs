@@ -10,10 +10,8 @@
 //! returns no decision. Times are wall time (`Instant`) and CPU time of this thread
 //! (`CLOCK_THREAD_CPUTIME_ID`), given as median and 99th percentile over the repetitions.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -28,37 +26,6 @@ const TAGS: usize = 100_000;
 /// Repetitions of the full and the short run.
 const FULL_REPETITIONS: usize = 200;
 const SHORT_REPETITIONS: usize = 20;
-
-/// The allocator of this benchmark: the system allocator, counting the bytes currently allocated
-/// so that the heap kept by the ignored-tag set can be reported.
-struct CountingAllocator;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator, and the counter has no
-// effect on the memory handed out.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(pointer, layout)
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        System.realloc(pointer, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Wall time and thread CPU time of one repetition, in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -135,9 +102,9 @@ fn main() {
     // only once (`ServiceRuntime::ignored_tags`). In the steady state every insert finds the tag
     // already there, but the clone of the text is still made and dropped.
     let mut ignored = BTreeSet::new();
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = allocated_bytes();
     remember_ignored(&texts, &mut ignored);
-    let set_bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let set_bytes = allocated_bytes() as f64 - before as f64;
     let mut engine = steady_engine(&tags, newest);
     let agent_like = measure(repetitions, || {
         let tags = remember_ignored(black_box(&texts), &mut ignored);
@@ -153,7 +120,7 @@ fn main() {
     println!(
         "ignored-tag set: {} tags, {:.1} MiB of heap kept for as long as the agent runs",
         ignored.len(),
-        set_bytes as f64 / (1024.0 * 1024.0)
+        set_bytes / (1024.0 * 1024.0)
     );
 }
 
@@ -279,4 +246,10 @@ fn thread_cpu_millis() -> f64 {
         time
     };
     time.tv_sec as f64 * 1e3 + time.tv_nsec as f64 / 1e6
+}
+
+/// Returns the bytes the glibc allocator has handed out and not yet taken back (`uordblks`).
+fn allocated_bytes() -> usize {
+    // SAFETY: mallinfo2 takes no arguments and returns a struct by value.
+    unsafe { libc::mallinfo2() }.uordblks
 }
