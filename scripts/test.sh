@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: format, lints with warnings denied, and the whole test suite.
+# Runs every check CI runs: format, lints with warnings denied, the whole test suite, and a short
+# run of the simulator benchmark. Ends with one line that totals the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 # Short run of the simulator benchmark (1000 nodes x 1000 trials): checks that it builds and runs.
 # The full run and its figures are in docs/benchmarks.md.
 cargo bench -p stagger --bench simulate --locked -- --short
+
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' \
+    "$test_log"
