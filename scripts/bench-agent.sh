@@ -10,12 +10,15 @@
 # on 127.0.0.1 only, and every process this script starts is stopped when it exits. Once the
 # release build and the bench are built, a run takes about 2 minutes.
 #
-# Environment: AGENTS (default 100) sets the number of agents of the lateness run.
+# Environment: AGENTS (default 100) sets the number of agents of the lateness run. LARGE_TAGS=N
+# (default 0, off) adds a poll of one repository of N tags on the real registry: pushing 100 000
+# tags takes about 4 minutes more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 AGENTS=${AGENTS:-100}
 SERVICES=20
+LARGE_TAGS=${LARGE_TAGS:-0}
 HOTFIX_WINDOW_SECS=30
 
 WORK=$(mktemp -d /tmp/stagger-bench.XXXXXX)
@@ -266,6 +269,78 @@ write_agent_config "$WORK/memory-descriptor" bench-memory-descriptor 5s \
 kind = \"descriptor\"
 path = \"$WORK/versions.json\"" "$descriptor_services"
 measure_idle_memory descriptor "$WORK/memory-descriptor"
+
+# polls_succeeded PORT: prints the agent's count of successful polls.
+polls_succeeded() {
+    curl -sf "http://127.0.0.1:$1/metrics" |
+        awk '/^stagger_agent_polls_total\{result="success"\}/ {print $2}'
+}
+
+# cpu_ticks PID: prints the user plus system CPU time of PID, in clock ticks.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# measure_large_poll: pushes LARGE_TAGS tags to one repository through the registry API, then
+# times their listing with curl and the CPU time of the agent's polls of that repository.
+measure_large_poll() {
+    local repository=bench/large directory=$WORK/large port started
+    echo "== 1b. one repository of $LARGE_TAGS tags on docker-registry"
+    push_image "$repository" v1.2.0 v1.3.0 v1.3.1-hotfix v1.4.0-canary v1.4.0 latest
+    # One curl process sends every PUT, 16 at a time. "next" separates the requests, because
+    # without it curl applies each option to every URL and concatenates the bodies.
+    awk -v count="$LARGE_TAGS" -v registry="$REGISTRY" -v repository="$repository" \
+        -v manifest="$WORK/manifest.json" 'BEGIN {
+            srand(1)
+            for (i = 0; i < count; i++) {
+                printf "url = \"%s/v2/%s/manifests/v1.%d.%d-%08x\"\n", registry, repository,
+                    int(rand() * 20), int(rand() * 40), int(rand() * 4294967296)
+                printf "request = \"PUT\"\noutput = \"/dev/null\"\n"
+                printf "header = \"Content-Type: application/vnd.oci.image.manifest.v1+json\"\n"
+                printf "data-binary = \"@%s\"\n", manifest
+                if (i + 1 < count) print "next"
+            }
+        }' >"$WORK/large-tags.curl"
+    started=$SECONDS
+    curl -s --no-progress-meter --parallel --parallel-max 16 -K "$WORK/large-tags.curl" || true
+    echo "pushed in $((SECONDS - started)) s;" \
+        "tags listed: $(curl -sf "$REGISTRY/v2/$repository/tags/list" | jq '.tags | length')"
+    for _ in 1 2 3; do
+        curl -sf -o /dev/null -w 'GET tags/list with curl: %{time_total} s, %{size_download} bytes\n' \
+            "$REGISTRY/v2/$repository/tags/list"
+    done
+
+    write_agent_config "$directory" bench-large 5s \
+        "[source]
+kind = \"registry\"
+registry = \"127.0.0.1:$REGISTRY_PORT\"
+insecure = true" \
+        "[services.large]
+image = \"$repository\"
+executor = { kind = \"orchestrator\" }"
+    port=$FREE_PORT
+    start_agent "$directory"
+    wait_for 60 "the agent runs a release of $repository" \
+        eval '[[ $(curl -sf "http://127.0.0.1:$port/status" | jq -r ".services.large.current.tag") == v1.4.0 ]]'
+    local ticks_before polls_before ticks_after polls_after
+    ticks_before=$(cpu_ticks "$AGENT_PID")
+    polls_before=$(polls_succeeded "$port")
+    sleep 30
+    ticks_after=$(cpu_ticks "$AGENT_PID")
+    polls_after=$(polls_succeeded "$port")
+    echo "agent polls of $repository: $((polls_after - polls_before)) polls," \
+        "$(awk -v ticks=$((ticks_after - ticks_before)) -v polls=$((polls_after - polls_before)) \
+            -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", ticks * 1000 / hz / polls}') ms" \
+        "of agent CPU time per poll (listing, parsing, selection, state save)"
+    echo "agent memory after these polls: VmRSS $(status_kib "$AGENT_PID" VmRSS) KiB," \
+        "RssAnon $(status_kib "$AGENT_PID" RssAnon) KiB, VmHWM $(status_kib "$AGENT_PID" VmHWM) KiB"
+    kill "$AGENT_PID"
+    wait "$AGENT_PID" 2>/dev/null || true
+}
+
+if ((LARGE_TAGS > 0)); then
+    measure_large_poll
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 2. Poll CPU for 100 000 tags
