@@ -214,19 +214,93 @@ impl<'de> Deserialize<'de> for ReleaseTag {
 
 const VERSION_PART_NAMES: [&str; 3] = ["major", "minor", "patch"];
 
+/// Why a string is not a release tag. It borrows from the input, so rejecting a string costs no
+/// allocation; [`parse_release_tag`] turns it into a message only when one is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection<'a> {
+    Empty,
+    WhiteSpace,
+    MissingV,
+    NoVersion,
+    PartCount(usize),
+    PartMissing(usize),
+    NotDecimal(usize, &'a str),
+    LeadingZero(usize),
+    TooLarge(usize, &'a str),
+    CanaryRepeated,
+    CanaryAfter(Urgency),
+    TwoUrgencies,
+    TrailingDash,
+    EmptySuffix,
+    UnknownSuffix(&'a str),
+}
+
+impl Rejection<'_> {
+    fn reason(self) -> String {
+        match self {
+            Rejection::Empty => "the tag is empty".to_string(),
+            Rejection::WhiteSpace => "surrounding white space".to_string(),
+            Rejection::MissingV => {
+                "a release tag starts with a lower-case \"v\", as in v1.2.3".to_string()
+            }
+            Rejection::NoVersion => "no version after \"v\"".to_string(),
+            Rejection::PartCount(found) => format!(
+                "expected three dot-separated numbers after \"v\" (MAJOR.MINOR.PATCH), found {found}"
+            ),
+            Rejection::PartMissing(index) => {
+                format!("the {} version is missing", VERSION_PART_NAMES[index])
+            }
+            Rejection::NotDecimal(index, part) => format!(
+                "the {} version \"{part}\" is not a decimal number",
+                VERSION_PART_NAMES[index]
+            ),
+            Rejection::LeadingZero(index) => {
+                format!("leading zero in the {} version", VERSION_PART_NAMES[index])
+            }
+            Rejection::TooLarge(index, part) => format!(
+                "the {} version {part} does not fit in 64 bits",
+                VERSION_PART_NAMES[index]
+            ),
+            Rejection::CanaryRepeated => "\"-canary\" appears more than once".to_string(),
+            Rejection::CanaryAfter(urgency) => {
+                format!("\"-canary\" must come before \"-{urgency}\"")
+            }
+            Rejection::TwoUrgencies => {
+                "a tag takes at most one of \"-hotfix\" and \"-immediate\"".to_string()
+            }
+            Rejection::TrailingDash => "the tag ends with \"-\"".to_string(),
+            Rejection::EmptySuffix => "empty suffix between two \"-\"".to_string(),
+            Rejection::UnknownSuffix(suffix) => format!(
+                "unknown suffix \"-{suffix}\" (allowed: -canary, -hotfix, -immediate)"
+            ),
+        }
+    }
+}
+
 /// Parses a release tag such as `v1.4.2`, `v1.4.2-canary` or `v1.4.2-canary-hotfix`.
 pub fn parse_release_tag(input: &str) -> Result<ReleaseTag, TagError> {
+    recognize(input).map_err(|rejection| TagError::tag(input, rejection.reason()))
+}
+
+impl ReleaseTag {
+    /// Returns the release tag `text` spells, or `None` for any other string.
+    ///
+    /// It accepts exactly what [`parse_release_tag`] accepts but builds no error, which keeps
+    /// sifting a registry's listing of mostly other tags cheap.
+    pub fn recognize(text: &str) -> Option<ReleaseTag> {
+        recognize(text).ok()
+    }
+}
+
+fn recognize(input: &str) -> Result<ReleaseTag, Rejection<'_>> {
     if input.is_empty() {
-        return Err(TagError::tag(input, "the tag is empty"));
+        return Err(Rejection::Empty);
     }
     if input.trim() != input {
-        return Err(TagError::tag(input, "surrounding white space"));
+        return Err(Rejection::WhiteSpace);
     }
     let Some(rest) = input.strip_prefix('v') else {
-        return Err(TagError::tag(
-            input,
-            "a release tag starts with a lower-case \"v\", as in v1.2.3",
-        ));
+        return Err(Rejection::MissingV);
     };
 
     // The version ends at the first '-'; everything after it is the list of suffixes.
@@ -234,51 +308,37 @@ pub fn parse_release_tag(input: &str) -> Result<ReleaseTag, TagError> {
         Some(index) => (&rest[..index], Some(&rest[index + 1..])),
         None => (rest, None),
     };
-    let version = parse_version(input, version_text)?;
+    let version = recognize_version(version_text)?;
 
     let mut group = Group::Main;
     let mut urgency = Urgency::Normal;
     if let Some(suffix_text) = suffix_text {
-        let suffixes: Vec<&str> = suffix_text.split('-').collect();
-        for (position, suffix) in suffixes.iter().enumerate() {
-            match *suffix {
+        let mut suffixes = suffix_text.split('-').peekable();
+        while let Some(suffix) = suffixes.next() {
+            let is_last = suffixes.peek().is_none();
+            match suffix {
                 "canary" => {
                     if group == Group::Canary {
-                        return Err(TagError::tag(input, "\"-canary\" appears more than once"));
+                        return Err(Rejection::CanaryRepeated);
                     }
                     if urgency != Urgency::Normal {
-                        return Err(TagError::tag(
-                            input,
-                            format!("\"-canary\" must come before \"-{urgency}\""),
-                        ));
+                        return Err(Rejection::CanaryAfter(urgency));
                     }
                     group = Group::Canary;
                 }
                 "hotfix" | "immediate" => {
                     if urgency != Urgency::Normal {
-                        return Err(TagError::tag(
-                            input,
-                            "a tag takes at most one of \"-hotfix\" and \"-immediate\"",
-                        ));
+                        return Err(Rejection::TwoUrgencies);
                     }
-                    urgency = if *suffix == "hotfix" {
+                    urgency = if suffix == "hotfix" {
                         Urgency::Hotfix
                     } else {
                         Urgency::Immediate
                     };
                 }
-                "" if position + 1 == suffixes.len() => {
-                    return Err(TagError::tag(input, "the tag ends with \"-\""));
-                }
-                "" => return Err(TagError::tag(input, "empty suffix between two \"-\"")),
-                other => {
-                    return Err(TagError::tag(
-                        input,
-                        format!(
-                            "unknown suffix \"-{other}\" (allowed: -canary, -hotfix, -immediate)"
-                        ),
-                    ))
-                }
+                "" if is_last => return Err(Rejection::TrailingDash),
+                "" => return Err(Rejection::EmptySuffix),
+                other => return Err(Rejection::UnknownSuffix(other)),
             }
         }
     }
@@ -286,48 +346,27 @@ pub fn parse_release_tag(input: &str) -> Result<ReleaseTag, TagError> {
     Ok(ReleaseTag::new(version, group, urgency))
 }
 
-fn parse_version(input: &str, text: &str) -> Result<Version, TagError> {
+fn recognize_version(text: &str) -> Result<Version, Rejection<'_>> {
     if text.is_empty() {
-        return Err(TagError::tag(input, "no version after \"v\""));
+        return Err(Rejection::NoVersion);
     }
-    let parts: Vec<&str> = text.split('.').collect();
-    if parts.len() != 3 {
-        return Err(TagError::tag(
-            input,
-            format!(
-                "expected three dot-separated numbers after \"v\" (MAJOR.MINOR.PATCH), found {}",
-                parts.len()
-            ),
-        ));
+    let part_count = text.split('.').count();
+    if part_count != 3 {
+        return Err(Rejection::PartCount(part_count));
     }
 
     let mut numbers = [0u64; 3];
-    for (index, part) in parts.iter().enumerate() {
-        let name = VERSION_PART_NAMES[index];
+    for (index, part) in text.split('.').enumerate() {
         if part.is_empty() {
-            return Err(TagError::tag(
-                input,
-                format!("the {name} version is missing"),
-            ));
+            return Err(Rejection::PartMissing(index));
         }
         if !part.bytes().all(|byte| byte.is_ascii_digit()) {
-            return Err(TagError::tag(
-                input,
-                format!("the {name} version \"{part}\" is not a decimal number"),
-            ));
+            return Err(Rejection::NotDecimal(index, part));
         }
         if part.len() > 1 && part.starts_with('0') {
-            return Err(TagError::tag(
-                input,
-                format!("leading zero in the {name} version"),
-            ));
+            return Err(Rejection::LeadingZero(index));
         }
-        numbers[index] = part.parse().map_err(|_| {
-            TagError::tag(
-                input,
-                format!("the {name} version {part} does not fit in 64 bits"),
-            )
-        })?;
+        numbers[index] = part.parse().map_err(|_| Rejection::TooLarge(index, part))?;
     }
 
     Ok(Version::new(numbers[0], numbers[1], numbers[2]))

@@ -109,6 +109,25 @@ fn adopts_newest_release_pinned_by_digest() {
     assert_eq!(service["current"]["digest"], digest.as_str());
     assert_eq!(service["ignored_tags"], repository.staging_tags.len() + 2);
 
+    // Non-release tags are reported when they first appear, not at every poll.
+    std::thread::sleep(Duration::from_secs(3));
+    let reports = agent.log_events("ignoring listed tags that are not release tags");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["count"], repository.staging_tags.len() + 2);
+    registry.add_tags(REPOSITORY, "experimental", &["v1.3.14-0badcafe"]);
+    agent.wait_until(
+        "the new staging tag is reported",
+        Duration::from_secs(10),
+        |agent| {
+            agent
+                .log_events("ignoring listed tags that are not release tags")
+                .len()
+                == 2
+        },
+    );
+    let reports = agent.log_events("ignoring listed tags that are not release tags");
+    assert_eq!(reports[1]["count"], 1);
+
     let runs = hook_runs(work.path());
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].reason, "initial");

@@ -81,7 +81,7 @@ pub fn render(shared: &Shared) -> String {
     let ignored = Family::<ServiceLabels, Gauge>::default();
     registry.register(
         "ignored_tags",
-        "Distinct listed tags that are not release tags",
+        "Tags of the last listing that are not release tags",
         ignored.clone(),
     );
 

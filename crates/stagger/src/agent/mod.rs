@@ -8,7 +8,7 @@
 pub mod metrics;
 pub mod status;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,8 +60,9 @@ pub struct ServiceRuntime {
     pub failures: u32,
     /// When the next attempt after a failure may start, in milliseconds since the Unix epoch.
     pub retry_at_millis: Option<u64>,
-    /// Listed tags that are not release tags, already reported once.
-    pub ignored_tags: BTreeSet<String>,
+    /// Fingerprints of the tags of the last listing that are not release tags, each already
+    /// reported once.
+    pub ignored_tags: HashSet<u64>,
     /// The digest the running release's tag now points to, when the tag was moved after the
     /// upgrade. The agent warns once per new digest.
     pub moved_tag_digest: Option<String>,
@@ -225,7 +226,7 @@ impl Agent {
                     last_executor: None,
                     failures: 0,
                     retry_at_millis: None,
-                    ignored_tags: BTreeSet::new(),
+                    ignored_tags: HashSet::new(),
                     moved_tag_digest: None,
                 };
                 (service.name.clone(), runtime)
@@ -333,7 +334,7 @@ impl Agent {
         for (name, result) in results {
             match result {
                 Ok(listing) => {
-                    let tags = release_tags(&mut shared, &name, &listing);
+                    let (tags, listing) = release_tags(&mut shared, &name, listing);
                     let decisions = match shared.engine.observe(&name, detected_at, &tags) {
                         Ok(decisions) => decisions,
                         Err(error) => {
@@ -657,25 +658,42 @@ fn log_resumed_pending(shared: &Shared) {
     }
 }
 
-/// Parses the listed tags into release tags and reports each other tag once per service.
-fn release_tags(shared: &mut Shared, service: &str, listing: &Listing) -> Vec<ReleaseTag> {
-    let mut tags = Vec::with_capacity(listing.tags.len());
+/// Sifts the release tags out of a listing and reports each other tag once, when it first
+/// appears. Returns the release tags and a copy of the listing with only those tags, which is
+/// what the agent keeps until the next poll.
+fn release_tags(
+    shared: &mut Shared,
+    service: &str,
+    listing: Listing,
+) -> (Vec<ReleaseTag>, Listing) {
+    let mut tags = Vec::new();
+    let mut kept = Vec::new();
+    let Some(runtime) = shared.services.get_mut(service) else {
+        return (tags, listing);
+    };
+
+    let previous = std::mem::take(&mut runtime.ignored_tags);
+    let mut ignored = HashSet::with_capacity(previous.len());
     let mut newly_ignored = 0usize;
-    let runtime = shared.services.get_mut(service);
-    let mut ignored = runtime.map(|runtime| &mut runtime.ignored_tags);
-    for text in &listing.tags {
-        match parse_release_tag(text) {
-            Ok(tag) => tags.push(tag),
-            Err(error) => {
-                if let Some(ignored) = ignored.as_deref_mut() {
-                    if ignored.insert(text.clone()) {
-                        newly_ignored += 1;
-                        debug!(service, tag = %text, reason = error.reason(), "ignoring a tag that is not a release tag");
-                    }
-                }
+    for text in listing.tags {
+        if let Some(tag) = ReleaseTag::recognize(&text) {
+            tags.push(tag);
+            kept.push(text);
+            continue;
+        }
+        let fingerprint = tag_fingerprint(&text);
+        if ignored.insert(fingerprint) && !previous.contains(&fingerprint) {
+            newly_ignored += 1;
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let reason = parse_release_tag(&text)
+                    .err()
+                    .map(|error| error.reason().to_string());
+                debug!(service, tag = %text, reason = reason.as_deref().unwrap_or("-"), "ignoring a tag that is not a release tag");
             }
         }
     }
+    runtime.ignored_tags = ignored;
+
     if newly_ignored > 0 {
         info!(
             service,
@@ -683,7 +701,24 @@ fn release_tags(shared: &mut Shared, service: &str, listing: &Listing) -> Vec<Re
             "ignoring listed tags that are not release tags"
         );
     }
-    tags
+    let slim = Listing {
+        image: listing.image,
+        tags: kept,
+        digests: listing.digests,
+    };
+    (tags, slim)
+}
+
+/// Returns a 64-bit fingerprint of a tag, so the agent remembers which tags it has reported
+/// without keeping a copy of each.
+///
+/// NOTE: two tags with the same fingerprint share one report. With SipHash and 100 000 tags the
+/// chance of any collision is about 3 in 10^10.
+fn tag_fingerprint(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn log_decision(decision: &Decision) {
