@@ -46,8 +46,9 @@ done
 
 # Sets FREE_PORT to a TCP port on 127.0.0.1 that nothing listens on and that no earlier call
 # returned, so agents started in quick succession never share one. Call it outside $(...), which
-# would lose the update of NEXT_PORT.
-NEXT_PORT=$((20000 + RANDOM % 20000))
+# would lose the update of NEXT_PORT. The ports stay below Linux's default range of ephemeral
+# ports (32768 and up), where an outgoing connection could hold one.
+NEXT_PORT=$((20000 + RANDOM % 10000))
 free_port() {
     local used
     used=$(ss -Htln | awk '{print $4}')
@@ -185,18 +186,29 @@ EOF
 }
 
 # start_agent DIRECTORY: starts the agent of DIRECTORY/agent.toml in the background with JSON
-# logs in DIRECTORY/agent.log, and sets AGENT_PID.
+# logs in DIRECTORY/agent.log, and sets AGENT_PID and AGENT_LOG.
 start_agent() {
     local directory=$1
+    AGENT_LOG=$directory/agent.log
     "$STAGGER" agent --config "$directory/agent.toml" --log-format json \
-        </dev/null >/dev/null 2>"$directory/agent.log" &
+        </dev/null >/dev/null 2>"$AGENT_LOG" &
     AGENT_PID=$!
     PIDS+=("$AGENT_PID")
+}
+
+# Stops the script with the end of the agent's log when the last started agent has exited.
+check_agent_running() {
+    if ! kill -0 "$AGENT_PID" 2>/dev/null; then
+        echo "error: the agent (pid $AGENT_PID) exited; the end of its log:" >&2
+        tail -3 "$AGENT_LOG" >&2
+        exit 1
+    fi
 }
 
 # all_services_current PORT: succeeds when /status shows a current release for every service.
 all_services_current() {
     local current
+    check_agent_running
     current=$(curl -sf "http://127.0.0.1:$1/status" |
         jq '[.services[] | select(.current != null)] | length' 2>/dev/null) || return 1
     [[ $current == "$SERVICES" ]]
