@@ -318,7 +318,14 @@ fn node_identity(input: &ConfigInput) -> anyhow::Result<NodeId> {
              node identity"
         ),
     };
-    NodeId::parse(&text).context("invalid node")
+    let node = NodeId::parse(&text).context("invalid node")?;
+    if node.is_address() && node.bytes().iter().all(|byte| *byte == 0) {
+        bail!(
+            "node is the all-zero placeholder address: set it to this node's own address, because \
+             nodes that share an identity restart together"
+        );
+    }
+    Ok(node)
 }
 
 fn strategy(input: &ConfigInput) -> anyhow::Result<Strategy> {

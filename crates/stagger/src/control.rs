@@ -105,6 +105,21 @@ async fn answer(stream: UnixStream, handle: Handle) -> anyhow::Result<()> {
 }
 
 fn execute(request: Request, handle: &Handle) -> anyhow::Result<Value> {
+    let service = match &request {
+        Request::Hold { service } | Request::Resume { service } => Some(service.as_str()),
+        Request::UpgradeNow { service } => service.as_deref(),
+        Request::Status => None,
+    };
+    if let Some(service) = service {
+        let known: Vec<String> = handle.config.services.keys().cloned().collect();
+        if !known.iter().any(|name| name == service) {
+            anyhow::bail!(
+                "service \"{service}\" is not in the agent's configuration; its services are: {}",
+                known.join(", ")
+            );
+        }
+    }
+
     match request {
         Request::Status => Ok(status::status_json(&handle.lock())),
         Request::UpgradeNow { service } => {

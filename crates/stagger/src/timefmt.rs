@@ -15,9 +15,21 @@ pub fn parse_duration_secs(text: &str) -> anyhow::Result<u64> {
     Ok(duration.as_secs())
 }
 
-/// Formats whole seconds as a human duration such as `1h 25m 48s`; `0s` for zero.
+/// Formats whole seconds as a human duration such as `1h 25m 48s`; `0s` for zero. Days are
+/// written as hours (`24h`, not `1day`), as rollout windows usually are.
 pub fn format_duration_secs(secs: u64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    let (hours, minutes, seconds) = (secs / 3_600, secs / 60 % 60, secs % 60);
+    let mut parts = Vec::new();
+    if hours > 0 {
+        parts.push(format!("{hours}h"));
+    }
+    if minutes > 0 {
+        parts.push(format!("{minutes}m"));
+    }
+    if seconds > 0 || parts.is_empty() {
+        parts.push(format!("{seconds}s"));
+    }
+    parts.join(" ")
 }
 
 /// Parses a timestamp given as RFC 3339 (`2025-12-04T00:00:00Z`) or as Unix seconds.
@@ -73,6 +85,15 @@ mod tests {
     fn duration_rejects_missing_unit() {
         let message = parse_duration_secs("24").unwrap_err().to_string();
         assert!(message.contains("invalid duration \"24\""), "{message}");
+    }
+
+    #[test]
+    fn duration_formats_in_hours() {
+        assert_eq!(format_duration_secs(0), "0s");
+        assert_eq!(format_duration_secs(86_400), "24h");
+        assert_eq!(format_duration_secs(5_148), "1h 25m 48s");
+        assert_eq!(format_duration_secs(120), "2m");
+        assert_eq!(format_duration_secs(1_000_000), "277h 46m 40s");
     }
 
     #[test]

@@ -62,9 +62,18 @@ fn service_json(state: &stagger_core::ServiceState, runtime: &ServiceRuntime) ->
         ExecutorConfig::Orchestrator => "orchestrator",
     };
 
+    // The descriptor names the full image; the config's `image` is only the fallback.
+    let image = runtime
+        .listing
+        .as_ref()
+        .filter(|listing| !listing.image.is_empty())
+        .map_or(runtime.config.image.as_str(), |listing| {
+            listing.image.as_str()
+        });
+
     json!({
         "group": state.group.as_str(),
-        "image": runtime.config.image,
+        "image": image,
         "executor": executor,
         "held": state.held,
         "current": current,

@@ -126,9 +126,9 @@ fn print_summary(config: &config::AgentConfig) {
         config.windows.normal_secs, config.windows.hotfix_secs
     );
     println!(
-        "polls:    every {}s plus up to {}s",
-        config.interval.as_secs(),
-        config.splay.as_secs()
+        "polls:    every {} plus up to {}",
+        humantime::format_duration(config.interval),
+        humantime::format_duration(config.splay)
     );
     println!("state:    {}", config.state_file().display());
     println!("api:      http://{}", config.listen);
@@ -139,7 +139,7 @@ fn print_summary(config: &config::AgentConfig) {
             config::ExecutorConfig::Orchestrator => "orchestrator".to_string(),
         };
         println!(
-            "service:  {} [{}] image {}, {executor}",
+            "service:  {} [{}] image {} (a descriptor's image takes precedence), {executor}",
             service.name, service.group, service.image
         );
     }

@@ -15,15 +15,15 @@ use crate::timefmt::format_timestamp;
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// Agent configuration file, read to find the control socket.
-    #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG, global = true)]
     config: PathBuf,
 
     /// Control socket path; overrides the one in the configuration.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
 
     /// Print the agent's JSON response instead of a summary.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
 
     #[command(subcommand)]

@@ -411,7 +411,7 @@ fn check_target(
         .collect();
     if let Some(blocking) = blocking_release(&others, release) {
         let message = format!(
-            "{} already has release {blocking}, which is as new as {release} or newer: every {} \
+            "{} already has release {blocking}, which is not older than {release}, so every {} \
              node would ignore {release}; publish a higher version (or the same version with a \
              more urgent plan), or pass --force",
             target.repository, release.group
@@ -492,21 +492,13 @@ fn print_plan(source: &Side, target: &Side, release: &ReleaseTag, manifest: &Man
     } else {
         println!(
             "window:   {}: each node upgrades at its own timeslot after detecting the release",
-            format_window(window_secs)
+            format_duration_secs(window_secs)
         );
         println!(
-            "complete: by about {} (now + window, plus one agent poll interval)",
+            "complete: by about {} (now + window; add one agent poll interval, and nodes \
+             configured with other windows differ)",
             format_timestamp(now + window_secs)
         );
-    }
-}
-
-/// Formats a rollout window in whole hours (`24h`) when it is one, else as a duration.
-fn format_window(secs: u64) -> String {
-    if secs > 0 && secs % 3600 == 0 {
-        format!("{}h", secs / 3600)
-    } else {
-        format_duration_secs(secs)
     }
 }
 
