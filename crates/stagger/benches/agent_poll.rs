@@ -4,13 +4,15 @@
 //! Full run, 200 repetitions: `cargo bench -p stagger --bench agent_poll`.
 //! Short run, 20 repetitions: add `-- --short`.
 //!
-//! Each repetition times the same steps as `record_poll` in `crates/stagger/src/agent/mod.rs`:
-//! `parse_release_tag` on every tag, then `Engine::observe`, which calls `select_newest`. The
-//! engine is in the steady state of a node that already runs the newest release, so the observe
-//! returns no decision. Times are wall time (`Instant`) and CPU time of this thread
+//! Each repetition times the steps of `record_poll` in `crates/stagger/src/agent/mod.rs`: reading
+//! every tag (with `parse_release_tag`, and with `ReleaseTag::recognize` as the agent does), then
+//! `Engine::observe`, which calls `select_newest`. The engine is in the steady state of a node
+//! that already runs the newest release, so the observe returns no decision. Times are wall time (`Instant`) and CPU time of this thread
 //! (`CLOCK_THREAD_CPUTIME_ID`), given as median and 99th percentile over the repetitions.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -60,18 +62,29 @@ fn main() {
     });
     report("parse_release_tag on every tag", &parse);
 
+    let recognize = measure(repetitions, || {
+        black_box(recognize_all(black_box(&texts)));
+    });
+    report("ReleaseTag::recognize on every tag", &recognize);
+
     let (release_texts, other_texts): (Vec<String>, Vec<String>) = texts
         .iter()
         .cloned()
         .partition(|text| parse_release_tag(text).is_ok());
-    let parse_other = measure(repetitions, || {
-        black_box(parse_all(black_box(&other_texts)));
+    let recognize_other = measure(repetitions, || {
+        black_box(recognize_all(black_box(&other_texts)));
     });
-    report("parse_release_tag on the other tags only", &parse_other);
-    let parse_release = measure(repetitions, || {
-        black_box(parse_all(black_box(&release_texts)));
+    report(
+        "ReleaseTag::recognize on the other tags only",
+        &recognize_other,
+    );
+    let recognize_release = measure(repetitions, || {
+        black_box(recognize_all(black_box(&release_texts)));
     });
-    report("parse_release_tag on the release tags only", &parse_release);
+    report(
+        "ReleaseTag::recognize on the release tags only",
+        &recognize_release,
+    );
 
     let tags = parse_all(&texts);
     let select = measure(repetitions, || {
@@ -96,29 +109,29 @@ fn main() {
             .expect("the service is declared");
         black_box(decisions);
     });
-    report("tag selection (parse + observe)", &selection);
+    report("tag selection (parse_release_tag + observe)", &selection);
 
-    // The agent also remembers every tag that is not a release tag, so that it reports each one
-    // only once (`ServiceRuntime::ignored_tags`). In the steady state every insert finds the tag
-    // already there, but the clone of the text is still made and dropped.
-    let mut ignored = BTreeSet::new();
+    // The agent also remembers a 64-bit fingerprint of each other tag of the last listing
+    // (`ServiceRuntime::ignored_tags`), so that it reports each one only when it appears.
+    let mut ignored = HashSet::new();
     let before = allocated_bytes();
-    remember_ignored(&texts, &mut ignored);
+    ignored = remember_ignored(&texts, &ignored).1;
     let set_bytes = allocated_bytes() as f64 - before as f64;
     let mut engine = steady_engine(&tags, newest);
     let agent_like = measure(repetitions, || {
-        let tags = remember_ignored(black_box(&texts), &mut ignored);
+        let (tags, next) = remember_ignored(black_box(&texts), &ignored);
+        ignored = next;
         let decisions = engine
             .observe("node", 1_764_806_500, &tags)
             .expect("the service is declared");
         black_box(decisions);
     });
     report(
-        "tag selection with the ignored-tag set (as agent::release_tags)",
+        "tag selection as agent::release_tags (recognize, fingerprint set, observe)",
         &agent_like,
     );
     println!(
-        "ignored-tag set: {} tags, {:.1} MiB of heap kept for as long as the agent runs",
+        "ignored-tag fingerprints: {} tags, {:.1} MiB of heap until the next poll replaces them",
         ignored.len(),
         set_bytes / (1024.0 * 1024.0)
     );
@@ -172,18 +185,35 @@ fn parse_all(texts: &[String]) -> Vec<ReleaseTag> {
         .collect()
 }
 
-/// Parses every tag like `parse_all`, and inserts a copy of each other tag into `ignored`.
-fn remember_ignored(texts: &[String], ignored: &mut BTreeSet<String>) -> Vec<ReleaseTag> {
-    let mut tags = Vec::with_capacity(texts.len());
+/// Recognizes the release tags among `texts`, as the agent does.
+fn recognize_all(texts: &[String]) -> Vec<ReleaseTag> {
+    texts
+        .iter()
+        .filter_map(|text| ReleaseTag::recognize(text))
+        .collect()
+}
+
+/// Recognizes the release tags like `recognize_all`, and returns them with the fingerprints of
+/// the other tags. Counts the fingerprints missing from `previous`, as the agent does to report
+/// new tags.
+fn remember_ignored(texts: &[String], previous: &HashSet<u64>) -> (Vec<ReleaseTag>, HashSet<u64>) {
+    let mut tags = Vec::new();
+    let mut ignored = HashSet::with_capacity(previous.len());
+    let mut newly_ignored = 0usize;
     for text in texts {
-        match parse_release_tag(text) {
-            Ok(tag) => tags.push(tag),
-            Err(_) => {
-                ignored.insert(text.clone());
-            }
+        if let Some(tag) = ReleaseTag::recognize(text) {
+            tags.push(tag);
+            continue;
+        }
+        let mut hasher = DefaultHasher::new();
+        text.hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        if ignored.insert(fingerprint) && !previous.contains(&fingerprint) {
+            newly_ignored += 1;
         }
     }
-    tags
+    black_box(newly_ignored);
+    (tags, ignored)
 }
 
 /// Returns an engine with one `main` service that already runs `newest` and has seen `tags`.
@@ -248,8 +278,10 @@ fn thread_cpu_millis() -> f64 {
     time.tv_sec as f64 * 1e3 + time.tv_nsec as f64 / 1e6
 }
 
-/// Returns the bytes the glibc allocator has handed out and not yet taken back (`uordblks`).
+/// Returns the bytes the glibc allocator has handed out and not yet taken back: those in the
+/// heap (`uordblks`) plus the large blocks it maps on their own (`hblkhd`).
 fn allocated_bytes() -> usize {
     // SAFETY: mallinfo2 takes no arguments and returns a struct by value.
-    unsafe { libc::mallinfo2() }.uordblks
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks + info.hblkhd
 }
