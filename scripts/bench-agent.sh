@@ -358,6 +358,8 @@ fi
 # 2. Poll CPU for 100 000 tags
 # ---------------------------------------------------------------------------------------------
 
+# NOTE: cargo bench relinks target/release/stagger with the features of the dev-dependencies, so
+# the memory figures above are taken first, from the binary of the plain release build.
 echo "== 2. tag selection over 100 000 tags: cargo bench -p stagger --bench agent_poll --locked"
 cargo bench -p stagger --bench agent_poll --locked 2>&1 | grep -v '^ *\(Compiling\|Finished\|Running\)'
 
