@@ -10,7 +10,8 @@
 # on 127.0.0.1 only, and every process this script starts is stopped when it exits. Once the
 # release build and the bench are built, a run takes about 2 minutes.
 #
-# Environment: AGENTS (default 100) sets the number of agents of the lateness run. LARGE_TAGS=N
+# Environment: BUILD_FLAGS adds cargo flags to the release build, such as --no-default-features
+# for the node build without `stagger simulate`. AGENTS (default 100) sets the number of agents of the lateness run. LARGE_TAGS=N
 # (default 0, off) adds a poll of one repository of N tags on the real registry: pushing 100 000
 # tags takes about 4 minutes more.
 set -euo pipefail
@@ -82,7 +83,7 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "started: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 
 echo "== build"
-cargo build --release --locked -p stagger --bin stagger
+cargo build --release --locked -p stagger --bin stagger ${BUILD_FLAGS:-}
 STAGGER=$PWD/target/release/stagger
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The node build leaves `stagger simulate` out; make sure it still compiles cleanly.
+cargo clippy -p stagger --no-default-features --locked -- -D warnings
 
 test_log="$(mktemp)"
 trap 'rm -f "$test_log"' EXIT

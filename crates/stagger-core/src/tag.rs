@@ -288,6 +288,16 @@ impl ReleaseTag {
     /// It accepts exactly what [`parse_release_tag`] accepts but builds no error, which keeps
     /// sifting a registry's listing of mostly other tags cheap.
     pub fn recognize(text: &str) -> Option<ReleaseTag> {
+        // Most listed tags are staging builds such as `v1.3.13-cc1cc788`: an unknown suffix
+        // rejects them before any number is parsed.
+        if let Some(index) = text.find('-') {
+            let known = text[index + 1..]
+                .split('-')
+                .all(|suffix| matches!(suffix, "canary" | "hotfix" | "immediate"));
+            if !known {
+                return None;
+            }
+        }
         recognize(text).ok()
     }
 }

@@ -305,3 +305,14 @@ proptest! {
         prop_assert_eq!(original, resumed);
     }
 }
+
+proptest! {
+    #[test]
+    fn recognize_matches_parse_on_tag_like_text(
+        text in "v(0|[1-9][0-9]{0,2}|01)\\.[0-9]{1,2}\\.[0-9]{1,2}(-(canary|hotfix|immediate|rc1|)){0,3}",
+    ) {
+        // `recognize` has a fast path that rejects unknown suffixes before parsing numbers; it
+        // must accept exactly what the full parser accepts.
+        prop_assert_eq!(ReleaseTag::recognize(&text), parse_release_tag(&text).ok());
+    }
+}

@@ -12,6 +12,7 @@ pub mod executor;
 pub mod peers;
 pub mod registry;
 pub mod release;
+#[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod source;
 pub mod store;

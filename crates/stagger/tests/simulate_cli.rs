@@ -1,4 +1,5 @@
 //! Runs the real `stagger simulate` binary: JSON output, plot files and input errors.
+#![cfg(feature = "simulate")]
 
 use assert_cmd::Command;
 use predicates::str::contains;

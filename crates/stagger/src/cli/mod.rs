@@ -38,6 +38,7 @@ pub enum Command {
     /// Promote a staging build to the production repository under a release tag.
     Release(crate::release::ReleaseArgs),
     /// Estimate by Monte Carlo simulation how likely a rollout is to lose quorum.
+    #[cfg(feature = "simulate")]
     Simulate(crate::simulate::SimulateArgs),
 }
 
@@ -76,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Release(args) => crate::release::run(args),
+        #[cfg(feature = "simulate")]
         Command::Simulate(args) => crate::simulate::run(args),
     }
 }
