@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 image="${1:-stagger:local}"
-cargo build --release --locked -p stagger
+cargo build --release --locked -p stagger --no-default-features
 
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
