@@ -20,6 +20,7 @@ use std::time::Duration;
 pub use auth::{docker_config_path, Credentials};
 pub use client::{BlobTransfer, RegistryClient};
 pub use error::RegistryError;
+pub use headers::parse_retry_after;
 pub use manifest::{
     sha256_digest, Descriptor, Manifest, References, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
     OCI_INDEX, OCI_MANIFEST,

@@ -9,6 +9,7 @@ use reqwest::{header, StatusCode};
 use tracing::warn;
 
 use crate::config::RequestLimits;
+use crate::registry::parse_retry_after;
 use crate::source::SourceError;
 
 /// Longest `Retry-After` the agent waits within one poll, in seconds. A registry asking for more
@@ -96,8 +97,8 @@ async fn get_once(
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)))
+                .and_then(|value| parse_retry_after(value, std::time::SystemTime::now()))
+                .map(|delay| delay.min(Duration::from_secs(MAX_RETRY_AFTER_SECS)))
         } else {
             None
         };
