@@ -214,7 +214,7 @@ impl<'de> Deserialize<'de> for ReleaseTag {
 
 const VERSION_PART_NAMES: [&str; 3] = ["major", "minor", "patch"];
 
-/// Why a string is not a release tag. It borrows from the input, so rejecting a string costs no
+/// The reason a string is not a release tag. It borrows from the input, so rejecting a string costs no
 /// allocation; [`parse_release_tag`] turns it into a message only when one is needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rejection<'a> {

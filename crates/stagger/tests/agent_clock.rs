@@ -39,6 +39,15 @@ fn start_agent(
     (handle, stop, task)
 }
 
+fn pending_upgrade(handle: &Handle) -> stagger_core::Pending {
+    let shared = handle.lock();
+    let state = shared
+        .engine
+        .service("node")
+        .expect("service node is declared");
+    state.pending.clone().expect("node has a pending upgrade")
+}
+
 fn current_tag(handle: &Handle) -> Option<String> {
     let shared = handle.lock();
     let state = shared.engine.service("node")?;
@@ -61,14 +70,7 @@ async fn normal_rollout_applies_at_timeslot() {
 
     write_descriptor(&descriptor, "v1.1.0");
     tokio::time::sleep(Duration::from_secs(200)).await;
-    let pending = handle
-        .lock()
-        .engine
-        .service("node")
-        .unwrap()
-        .pending
-        .clone()
-        .unwrap();
+    let pending = pending_upgrade(&handle);
     let node = NodeId::parse("node-eu-1").unwrap();
     assert_eq!(
         pending.detected_at,
@@ -121,14 +123,7 @@ async fn spread_strategy_uses_peer_rank() {
     write_descriptor(&descriptor, "v1.1.0");
     tokio::time::sleep(Duration::from_secs(200)).await;
 
-    let pending = handle
-        .lock()
-        .engine
-        .service("node")
-        .unwrap()
-        .pending
-        .clone()
-        .unwrap();
+    let pending = pending_upgrade(&handle);
     let peer_ids: Vec<NodeId> = peers
         .iter()
         .map(|peer| NodeId::parse(peer).unwrap())

@@ -68,6 +68,17 @@ pub struct ServiceRuntime {
     pub moved_tag_digest: Option<String>,
 }
 
+impl ServiceRuntime {
+    /// Returns the image repository to run: the one the last listing named (a descriptor gives
+    /// the full reference), else the service's configured `image`.
+    pub fn image(&self) -> &str {
+        self.listing
+            .as_ref()
+            .filter(|listing| !listing.image.is_empty())
+            .map_or(self.config.image.as_str(), |listing| listing.image.as_str())
+    }
+}
+
 /// Counters exported as metrics.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
@@ -494,11 +505,7 @@ impl Agent {
             }
         };
 
-        let image = runtime
-            .listing
-            .as_ref()
-            .filter(|listing| !listing.image.is_empty())
-            .map_or_else(|| service.image.clone(), |listing| listing.image.clone());
+        let image = runtime.image().to_string();
         let upgrade = Upgrade {
             service: due.service.clone(),
             group: due.group,

@@ -62,18 +62,9 @@ fn service_json(state: &stagger_core::ServiceState, runtime: &ServiceRuntime) ->
         ExecutorConfig::Orchestrator => "orchestrator",
     };
 
-    // The descriptor names the full image; the config's `image` is only the fallback.
-    let image = runtime
-        .listing
-        .as_ref()
-        .filter(|listing| !listing.image.is_empty())
-        .map_or(runtime.config.image.as_str(), |listing| {
-            listing.image.as_str()
-        });
-
     json!({
         "group": state.group.as_str(),
-        "image": image,
+        "image": runtime.image(),
         "executor": executor,
         "held": state.held,
         "current": current,
@@ -112,18 +103,11 @@ pub fn management_json(shared: &Shared) -> Value {
         let Some(current) = &state.current else {
             continue;
         };
-        let image = runtime
-            .listing
-            .as_ref()
-            .filter(|listing| !listing.image.is_empty())
-            .map_or(runtime.config.image.as_str(), |listing| {
-                listing.image.as_str()
-            });
         services.insert(
             name.clone(),
             json!({
                 "DockerConfig": {
-                    "Image": image,
+                    "Image": runtime.image(),
                     "Tag": current.tag.to_string(),
                     "Pull": true,
                 }

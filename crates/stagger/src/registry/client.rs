@@ -81,8 +81,8 @@ pub enum BlobTransfer {
     Uploaded,
 }
 
-/// What one request is for: the object named in errors and logs, the token scopes it needs, and
-/// the permission named when the registry returns 403.
+/// The purpose of one request: the object named in errors and logs, the token scopes it needs,
+/// and the permission named when the registry returns 403.
 struct Call {
     object: String,
     scopes: Vec<String>,
