@@ -384,3 +384,40 @@ fn agent_check_names_bad_key() {
         .code(1)
         .stderr(contains("invalid interval \"0s\": it must be at least 1s"));
 }
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+
+    // A scenario whose decision table is far larger than a pipe's buffer.
+    let events: Vec<String> = (0..3_000)
+        .map(|index| {
+            format!(
+                r#"{{"at": {}, "observe": {{"signer": ["v1.0.{index}-immediate"]}}}}"#,
+                1_764_806_400 + index
+            )
+        })
+        .collect();
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("scenario.json");
+    let scenario = format!(
+        r#"{{"node": "n", "services": {{"signer": {{"group": "main"}}}}, "events": [{}]}}"#,
+        events.join(",")
+    );
+    std::fs::write(&path, scenario).unwrap();
+
+    let mut child = stagger()
+        .arg("replay")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end at once, as `| head -1` does once it has its line.
+    drop(child.stdout.take());
+
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
